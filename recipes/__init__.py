@@ -1,0 +1,1 @@
+"""Bundled recipes (YAML). Installed as the package data of ``dllm_rl.recipes``."""
