@@ -1,0 +1,25 @@
+"""Masked-diffusion rollouts: step schedules, the sampler, and the trajectory record."""
+
+from dllm_rl.rollout.config import REMASKING, EosRejection, SamplerConfig
+from dllm_rl.rollout.sampler import encode_prompts, generate, generate_text
+from dllm_rl.rollout.schedules import (
+    Schedule,
+    ascending_schedule,
+    eos_gamma_factors,
+    uniform_schedule,
+)
+from dllm_rl.rollout.trajectory import Trajectory
+
+__all__ = [
+    "REMASKING",
+    "EosRejection",
+    "SamplerConfig",
+    "Schedule",
+    "Trajectory",
+    "ascending_schedule",
+    "encode_prompts",
+    "eos_gamma_factors",
+    "generate",
+    "generate_text",
+    "uniform_schedule",
+]

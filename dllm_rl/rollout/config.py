@@ -1,0 +1,168 @@
+"""Sampler settings, validated at construction so that a bad value fails before any forward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from dllm_rl.models.adapter import SpecialIds
+from dllm_rl.rollout.schedules import (
+    GAMMA_SCHEDULES,
+    SCHEDULES,
+    Schedule,
+    ascending_counts,
+    ascending_schedule,
+    eos_gamma_factors,
+    uniform_schedule,
+)
+
+REMASKING = ("low_confidence", "random", "entropy", "margin")
+EOS_ID_SETS = ("eos", "stop")
+
+
+@dataclass(frozen=True)
+class EosRejection:
+    """EOS early rejection (EOSER): push EOS commits late by scaling their confidence by gamma(s).
+
+    Only the ranking changes; the sampled token is kept.
+
+    Attributes:
+        enabled: apply the scaling.
+        gamma_min: factor at the first step.
+        gamma_max: factor reached at the last step.
+        gamma_schedule: "linear" or "power" (the one paired with the ascending schedule); see
+            :func:`~dllm_rl.rollout.schedules.eos_gamma_factors`.
+        ids: which proposals count as EOS: "eos" (the model's EOS), "stop" (EOS and EOT), or an
+            explicit tuple of token ids.
+    """
+
+    enabled: bool = False
+    gamma_min: float = 0.01
+    gamma_max: float = 1.0
+    gamma_schedule: str = "linear"
+    ids: str | tuple[int, ...] = "eos"
+
+    def __post_init__(self) -> None:
+        if self.gamma_schedule not in GAMMA_SCHEDULES:
+            raise ValueError(
+                f"eos_rejection.gamma_schedule={self.gamma_schedule!r} is unknown; "
+                f"expected one of {GAMMA_SCHEDULES}"
+            )
+        if not 0.0 <= self.gamma_min <= self.gamma_max or self.gamma_max <= 0.0:
+            raise ValueError(
+                f"eos_rejection needs 0 <= gamma_min <= gamma_max and gamma_max > 0 "
+                f"(got gamma_min={self.gamma_min}, gamma_max={self.gamma_max})"
+            )
+        if isinstance(self.ids, str):
+            if self.ids not in EOS_ID_SETS:
+                raise ValueError(
+                    f"eos_rejection.ids={self.ids!r} is unknown; use one of {EOS_ID_SETS} "
+                    "or a list of token ids"
+                )
+        else:
+            object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
+            if not self.ids:
+                raise ValueError("eos_rejection.ids is an empty list; give at least one token id")
+
+    def resolve_ids(self, special: SpecialIds) -> tuple[int, ...]:
+        """The token ids whose confidence is scaled, for a model with these special ids."""
+        if self.ids == "eos":
+            return (special.eos,)
+        if self.ids == "stop":
+            return special.stop_ids
+        return self.ids
+
+    def factors(self, num_steps: int) -> tuple[float, ...] | None:
+        """gamma(s) for s = 0..S-1, or None when disabled."""
+        if not self.enabled:
+            return None
+        return eos_gamma_factors(num_steps, self.gamma_min, self.gamma_max, self.gamma_schedule)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How the masked-diffusion sampler decodes ``gen_length`` tokens after each prompt.
+
+    Attributes:
+        gen_length: L, completion positions filled after each prompt.
+        steps: S, decoding steps. ``uniform``: defaults to L (one token per step) and must be a
+            multiple of the number of blocks. ``ascending``: fixed to floor(log2 L); leave unset.
+        block_length: ``uniform`` only: semi-autoregressive block size (defaults to L, i.e. full
+            diffusion, or to ``L / num_blocks``).
+        num_blocks: number of blocks. ``ascending``: blocks sized geometrically from the right.
+        schedule: "uniform" (LLaDA) or "ascending" (ASS, 2^i tokens at step i).
+        temperature: T of the token proposal; 0 is argmax, T > 0 an exact sample of
+            softmax(logits / T) through Gumbel-max.
+        remasking: ranking of the proposals: "low_confidence" (probability of the proposed
+            token), "random", "entropy" (exp(-entropy)), "margin" (top-1 minus top-2 probability).
+        cfg_scale: w of classifier-free guidance, logits = u + (w + 1)(c - u) with the prompt
+            masked in u; 0 disables it (and its extra forward).
+        eos_rejection: EOS early rejection settings.
+        record_logprobs: keep the log-probability of every committed token at commit time.
+    """
+
+    gen_length: int = 256
+    steps: int | None = None
+    block_length: int | None = None
+    num_blocks: int | None = None
+    schedule: str = "uniform"
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    cfg_scale: float = 0.0
+    eos_rejection: EosRejection = field(default_factory=EosRejection)
+    record_logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eos_rejection, Mapping):
+            object.__setattr__(self, "eos_rejection", EosRejection(**self.eos_rejection))
+        if self.remasking not in REMASKING:
+            raise ValueError(f"remasking={self.remasking!r} is unknown; expected one of {REMASKING}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is unknown; expected one of {SCHEDULES}")
+        if not self.temperature >= 0.0:  # also catches NaN
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not self.cfg_scale >= 0.0:
+            raise ValueError(f"cfg_scale must be >= 0 (0 = no guidance), got {self.cfg_scale}")
+        if self.gen_length < 1:
+            raise ValueError(f"gen_length must be >= 1, got {self.gen_length}")
+        _ = self.plan  # build (and so validate) the step schedule now
+
+    @cached_property
+    def plan(self) -> Schedule:
+        """The step :class:`Schedule` these settings describe."""
+        if self.schedule == "ascending":
+            return self._ascending()
+        return self._uniform()
+
+    def _uniform(self) -> Schedule:
+        length, block, blocks = self.gen_length, self.block_length, self.num_blocks
+        if blocks is not None:
+            if blocks < 1 or length % blocks:
+                raise ValueError(f"num_blocks={blocks} must be >= 1 and divide gen_length={length}")
+            if block is not None and block * blocks != length:
+                raise ValueError(
+                    f"block_length={block} x num_blocks={blocks} != gen_length={length}; set only one"
+                )
+            block = length // blocks
+        block = length if block is None else block
+        return uniform_schedule(length, block, length if self.steps is None else self.steps)
+
+    def _ascending(self) -> Schedule:
+        natural = len(ascending_counts(self.gen_length))
+        if self.steps is not None and self.steps != natural:
+            raise ValueError(
+                f"the ascending schedule takes floor(log2 gen_length) = {natural} steps for "
+                f"gen_length={self.gen_length}; got steps={self.steps}. Leave steps unset."
+            )
+        if self.block_length not in (None, self.gen_length):
+            raise ValueError(
+                "the ascending schedule sizes its blocks geometrically; set num_blocks instead of "
+                f"block_length (got block_length={self.block_length})"
+            )
+        return ascending_schedule(self.gen_length, 1 if self.num_blocks is None else self.num_blocks)
+
+    @property
+    def forwards_per_step(self) -> int:
+        """Model forwards per decoding step: 2 with classifier-free guidance."""
+        return 2 if self.cfg_scale > 0 else 1

@@ -1,0 +1,145 @@
+"""Pure tensor maths of one decoding step: propose tokens, score them, pick the ones to commit.
+
+Shapes: ``B`` rows, ``K`` scored positions (the current block), ``V`` vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance (LLaDA, Nie et al. 2025, eq. 16): u + (w + 1)(c - u).
+
+    Args:
+        cond: ``[B, K, V]`` logits with the prompt.
+        uncond: ``[B, K, V]`` logits with the prompt masked.
+        cfg_scale: w >= 0.
+
+    Returns:
+        ``[B, K, V]`` float32 guided logits.
+    """
+    uncond = uncond.float()
+    return uncond + (cfg_scale + 1.0) * (cond.float() - uncond)
+
+
+def propose_tokens(
+    logits: torch.Tensor,
+    temperature: float,
+    generator: torch.Generator | None = None,
+    noise_dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """One token per position: argmax at T = 0, else Gumbel-max, an exact draw of softmax(logits/T).
+
+    argmax(logits / T + g) with g = -log(-log u), u ~ U[0, 1), is distributed as
+    softmax(logits / T). The noise is drawn and added in ``noise_dtype`` (float64 where the device
+    has it: low-precision Gumbel noise visibly distorts the tails of the distribution).
+
+    Args:
+        logits: ``[B, K, V]`` scores.
+        temperature: T >= 0.
+        generator: source of the noise.
+        noise_dtype: float64, or float32 on devices without float64 (MPS, Ascend NPU).
+
+    Returns:
+        ``[B, K]`` long token ids.
+    """
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)  # [B, K]
+    noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=noise_dtype)
+    noise.log_().neg_().log_().neg_()  # [B, K, V] standard Gumbel; u = 0 gives -inf, never chosen
+    noise.add_(logits.to(noise_dtype), alpha=1.0 / temperature)  # logits / T + g
+    return noise.argmax(dim=-1)  # [B, K]
+
+
+def confidence_scores(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    remasking: str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Nonnegative ranking score of each proposal (higher is committed first).
+
+    Every score is >= 0 so that multiplying by an EOS factor gamma < 1 never raises a rank.
+
+    Args:
+        logits: ``[B, K, V]`` scores (after guidance, before temperature, as in LLaDA).
+        tokens: ``[B, K]`` proposed ids.
+        remasking: "low_confidence" p(token), "random" U[0, 1), "entropy" exp(-H(p)),
+            "margin" p_top1 - p_top2.
+        generator: source of the "random" scores.
+
+    Returns:
+        ``[B, K]`` float32 scores.
+    """
+    if remasking == "random":
+        return torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    logits = logits.float()
+    if remasking == "low_confidence":
+        picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, K]
+        return (picked - logits.logsumexp(dim=-1)).exp()  # [B, K] p(token)
+    logp = logits.log_softmax(dim=-1)  # [B, K, V]
+    if remasking == "entropy":
+        entropy = -(logp.exp() * logp).nan_to_num_(0.0).sum(dim=-1)  # [B, K]; 0 log 0 = 0
+        return (-entropy).exp()
+    if remasking == "margin":
+        top2 = logp.topk(2, dim=-1).values.exp()  # [B, K, 2]
+        return top2[..., 0] - top2[..., 1]
+    raise ValueError(f"unknown remasking {remasking!r}")
+
+
+def reject_early_eos(
+    scores: torch.Tensor, tokens: torch.Tensor, eos_ids: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """EOS early rejection: scale the score of EOS proposals by gamma (tokens are kept).
+
+    Args:
+        scores: ``[B, K]`` nonnegative ranking scores.
+        tokens: ``[B, K]`` proposed ids.
+        eos_ids: ``[E]`` ids counted as EOS.
+        gamma: factor of this step, in [0, 1] for a rejection.
+
+    Returns:
+        ``[B, K]`` scaled scores.
+    """
+    is_eos = torch.isin(tokens, eos_ids)  # [B, K]
+    return torch.where(is_eos, scores * gamma, scores)
+
+
+def select_commits(scores: torch.Tensor, still_masked: torch.Tensor, k: int) -> torch.Tensor:
+    """The k highest-scoring still-masked positions of each row.
+
+    Args:
+        scores: ``[B, K]`` ranking scores.
+        still_masked: ``[B, K]`` bool, False where a token is already committed (never revisited).
+        k: tokens to commit in every row at this step (<= masked positions per row).
+
+    Returns:
+        ``[B, k]`` long positions in ``[0, K)``.
+    """
+    ranked = scores.masked_fill(~still_masked, NEG_INF)  # [B, K]
+    return ranked.topk(k, dim=-1).indices  # [B, k]
+
+
+def commit_logprobs(
+    logits: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """log_softmax(logits / T) of the committed tokens (T = 0 scores with log_softmax(logits)).
+
+    Args:
+        logits: ``[B, K, V]`` scores of the block (after guidance).
+        positions: ``[B, k]`` committed positions in ``[0, K)``.
+        tokens: ``[B, k]`` committed ids.
+        temperature: T of the rollout.
+
+    Returns:
+        ``[B, k]`` float32 log-probabilities.
+    """
+    v = logits.shape[-1]
+    rows = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, v)).float()  # [B, k, V]
+    if temperature > 0.0:
+        rows = rows / temperature
+    picked = rows.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, k]
+    return picked - rows.logsumexp(dim=-1)  # [B, k]

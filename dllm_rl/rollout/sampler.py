@@ -1,0 +1,224 @@
+"""Masked-diffusion decoding: fill L masked positions after each left-padded prompt.
+
+At each step s of the :class:`~dllm_rl.rollout.schedules.Schedule`: one forward on the canvas
+(prompt + partly committed completion), then, inside the current block only, propose a token per
+position (:func:`~dllm_rl.rollout.proposal.propose_tokens`), rank the still-masked positions
+(:func:`~dllm_rl.rollout.proposal.confidence_scores`, EOS scores scaled by gamma(s) under EOS
+early rejection), and commit the top ``counts[s]`` of every row. Every row commits the same number
+of tokens per step, so the whole batch moves with one fixed-k top-k; there is no per-row loop.
+Committed tokens are never revisited, so the :class:`Trajectory` (final ids + commit step) is an
+exact record of the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dllm_rl.models.adapter import DiffusionLM
+from dllm_rl.rollout.config import SamplerConfig
+from dllm_rl.rollout.proposal import (
+    commit_logprobs,
+    confidence_scores,
+    guided_logits,
+    propose_tokens,
+    reject_early_eos,
+    select_commits,
+)
+from dllm_rl.rollout.trajectory import Trajectory
+
+try:  # TODO(rollout): drop the fallback once dllm_rl.devices lands
+    from dllm_rl.devices import sampling_float_dtype
+except ImportError:  # pragma: no cover
+
+    def sampling_float_dtype(device: torch.device) -> torch.dtype:
+        return torch.float32 if torch.device(device).type in ("mps", "npu") else torch.float64
+
+
+@dataclass
+class _Canvas:
+    """Mutable decoding state of one batch (internal)."""
+
+    ids: torch.Tensor  # [B, P+L] prompt + completion, masks where not yet committed
+    attention_mask: torch.Tensor | None  # [B, P+L], None when nothing is padded
+    uncond_prompt: torch.Tensor | None  # [B, P] prompt with real tokens masked (CFG only)
+    unmask_step: torch.Tensor  # [B, L] int16, -1 until committed
+    logprobs: torch.Tensor | None  # [B, L] float32 (record_logprobs only)
+    prompt_length: int
+
+
+@torch.no_grad()
+def generate(
+    model: DiffusionLM,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor | None = None,
+    config: SamplerConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> Trajectory:
+    """Decode ``config.gen_length`` tokens after each prompt.
+
+    Args:
+        model: the diffusion LM (only ``.logits``, ``.ids`` and ``.device`` are used).
+        prompt_ids: ``[B, P]`` left-padded prompt ids.
+        prompt_mask: ``[B, P]`` 1 on real tokens, 0 on left padding (None: no padding).
+        config: sampler settings (default :class:`SamplerConfig`).
+        generator: the only source of randomness (Gumbel noise, random ranking), on the model's
+            device; None uses torch's default generator.
+
+    Returns:
+        The :class:`Trajectory` (completion ids ``[B, L]``, commit steps, schedule, log-probs).
+
+    Raises:
+        ValueError: on malformed prompts, before any forward pass.
+    """
+    config = config or SamplerConfig()
+    prompt_mask = _check_prompts(model, prompt_ids, prompt_mask)
+    schedule = config.plan
+    canvas = _new_canvas(model, prompt_ids.to(model.device), prompt_mask.to(model.device), config)
+    eos_ids = torch.tensor(config.eos_rejection.resolve_ids(model.ids), device=model.device)
+    gammas = config.eos_rejection.factors(schedule.num_steps)
+    noise_dtype = sampling_float_dtype(model.device)
+    for step in range(schedule.num_steps):
+        gamma = None if gammas is None else gammas[step]
+        _decode_step(model, canvas, config, step, gamma, eos_ids, noise_dtype, generator)
+    p = canvas.prompt_length
+    return Trajectory(
+        prompt_ids=canvas.ids[:, :p].clone(),
+        prompt_mask=prompt_mask.to(model.device),
+        completion_ids=canvas.ids[:, p:].clone(),
+        unmask_step=canvas.unmask_step,
+        schedule=schedule,
+        mask_token_id=model.mask_token_id,
+        pad_token_id=model.ids.pad,
+        step_logprobs=canvas.logprobs,
+    )
+
+
+def _check_prompts(
+    model: DiffusionLM, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Validate the prompt batch; return its padding mask (all ones when None was given)."""
+    if prompt_ids.dim() != 2 or prompt_ids.shape[0] == 0:
+        raise ValueError(f"prompt_ids must be [B, P] with B >= 1, got shape {tuple(prompt_ids.shape)}")
+    if prompt_ids.dtype not in (torch.long, torch.int32, torch.int64):
+        raise ValueError(f"prompt_ids must hold integer token ids, got {prompt_ids.dtype}")
+    if prompt_mask is None:
+        return torch.ones_like(prompt_ids, dtype=torch.long)
+    if prompt_mask.shape != prompt_ids.shape:
+        raise ValueError(
+            f"prompt_mask shape {tuple(prompt_mask.shape)} != prompt_ids shape {tuple(prompt_ids.shape)}"
+        )
+    mask = prompt_mask.long()
+    if bool((mask[:, 1:] < mask[:, :-1]).any()):
+        raise ValueError("prompts must be left-padded: padding (mask 0) must come before real tokens")
+    return mask
+
+
+def _new_canvas(
+    model: DiffusionLM, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config: SamplerConfig
+) -> _Canvas:
+    b, p = prompt_ids.shape
+    length = config.gen_length
+    masks = prompt_ids.new_full((b, length), model.mask_token_id)  # [B, L]
+    ids = torch.cat([prompt_ids.long(), masks], dim=1)  # [B, P+L]
+    padded = bool((prompt_mask == 0).any())
+    attention = torch.cat([prompt_mask, torch.ones_like(masks)], dim=1) if padded else None
+    uncond = None
+    if config.cfg_scale > 0:
+        uncond = torch.where(prompt_mask.bool(), model.mask_token_id, prompt_ids.long())  # [B, P]
+    logprobs = torch.zeros(b, length, device=ids.device) if config.record_logprobs else None
+    unmask_step = torch.full((b, length), -1, dtype=torch.int16, device=ids.device)
+    return _Canvas(ids, attention, uncond, unmask_step, logprobs, p)
+
+
+def _block_logits(model: DiffusionLM, canvas: _Canvas, lo: int, hi: int, cfg_scale: float) -> torch.Tensor:
+    """One forward (two batched for CFG); logits of canvas positions [lo, hi) only: ``[B, K, V]``."""
+    if canvas.uncond_prompt is None:
+        return model.logits(canvas.ids, canvas.attention_mask)[:, lo:hi]  # [B, K, V]
+    p = canvas.prompt_length
+    uncond = torch.cat([canvas.uncond_prompt, canvas.ids[:, p:]], dim=1)  # [B, P+L]
+    both_ids = torch.cat([canvas.ids, uncond], dim=0)  # [2B, P+L]
+    mask = canvas.attention_mask
+    both_mask = None if mask is None else torch.cat([mask, mask], dim=0)
+    cond, unc = model.logits(both_ids, both_mask)[:, lo:hi].chunk(2, dim=0)  # [B, K, V] each
+    return guided_logits(cond, unc, cfg_scale)
+
+
+def _decode_step(
+    model: DiffusionLM,
+    canvas: _Canvas,
+    config: SamplerConfig,
+    step: int,
+    gamma: float | None,
+    eos_ids: torch.Tensor,
+    noise_dtype: torch.dtype,
+    generator: torch.Generator | None,
+) -> None:
+    """Commit ``counts[step]`` tokens per row inside the step's block (in place)."""
+    schedule, p = config.plan, canvas.prompt_length
+    lo, hi = schedule.step_bounds(step)
+    k = schedule.counts[step]
+    logits = _block_logits(model, canvas, p + lo, p + hi, config.cfg_scale)  # [B, K, V]
+    block = canvas.ids[:, p + lo : p + hi]  # [B, K] view into the canvas
+    masked = block == model.mask_token_id  # [B, K]
+    tokens = propose_tokens(logits, config.temperature, generator, noise_dtype)  # [B, K]
+    if k == hi - lo:  # the whole block in one step: no ranking needed
+        picks = torch.arange(k, device=block.device).expand(block.shape[0], -1)  # [B, k]
+    else:
+        scores = confidence_scores(logits, tokens, config.remasking, generator)  # [B, K]
+        if gamma is not None:
+            scores = reject_early_eos(scores, tokens, eos_ids, gamma)
+        picks = select_commits(scores, masked, k)  # [B, k]
+    chosen = tokens.gather(1, picks)  # [B, k]
+    block.scatter_(1, picks, chosen)
+    canvas.unmask_step[:, lo:hi].scatter_(1, picks, step)
+    if canvas.logprobs is not None:
+        logps = commit_logprobs(logits, picks, chosen, config.temperature)  # [B, k]
+        canvas.logprobs[:, lo:hi].scatter_(1, picks, logps)
+
+
+def encode_prompts(
+    model: DiffusionLM, prompts: Sequence[str], chat_template: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize prompt strings and left-pad them with the model's pad id.
+
+    Args:
+        model: a :class:`DiffusionLM` with a ``tokenizer``.
+        prompts: B prompt strings.
+        chat_template: wrap each prompt as one user turn with the tokenizer's chat template.
+
+    Returns:
+        ``prompt_ids [B, P]`` and ``prompt_mask [B, P]`` on the model's device.
+    """
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("this DiffusionLM has no tokenizer; tokenize the prompts yourself")
+    if chat_template:
+        rows = [
+            tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
+            for p in prompts
+        ]
+        rows = [r["input_ids"] if isinstance(r, dict) or hasattr(r, "keys") else r for r in rows]
+    else:
+        rows = tok(list(prompts), add_special_tokens=True)["input_ids"]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), model.ids.pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):  # tokenization only, not the decoding hot path
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids.to(model.device), mask.to(model.device)
+
+
+def generate_text(
+    model: DiffusionLM,
+    prompts: Sequence[str],
+    config: SamplerConfig | None = None,
+    generator: torch.Generator | None = None,
+    chat_template: bool = False,
+) -> Trajectory:
+    """:func:`generate` from prompt strings (tokenized and left-padded by :func:`encode_prompts`)."""
+    ids, mask = encode_prompts(model, prompts, chat_template)
+    return generate(model, ids, mask, config, generator)
