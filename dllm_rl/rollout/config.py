@@ -117,7 +117,9 @@ class SamplerConfig:
         if isinstance(self.eos_rejection, Mapping):
             object.__setattr__(self, "eos_rejection", EosRejection(**self.eos_rejection))
         if self.remasking not in REMASKING:
-            raise ValueError(f"remasking={self.remasking!r} is unknown; expected one of {REMASKING}")
+            raise ValueError(
+                f"remasking={self.remasking!r} is unknown; expected one of {REMASKING}"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r} is unknown; expected one of {SCHEDULES}")
         if not self.temperature >= 0.0:  # also catches NaN
@@ -160,7 +162,9 @@ class SamplerConfig:
                 "the ascending schedule sizes its blocks geometrically; set num_blocks instead of "
                 f"block_length (got block_length={self.block_length})"
             )
-        return ascending_schedule(self.gen_length, 1 if self.num_blocks is None else self.num_blocks)
+        return ascending_schedule(
+            self.gen_length, 1 if self.num_blocks is None else self.num_blocks
+        )
 
     @property
     def forwards_per_step(self) -> int:

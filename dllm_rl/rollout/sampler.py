@@ -101,7 +101,9 @@ def _check_prompts(
 ) -> torch.Tensor:
     """Validate the prompt batch; return its padding mask (all ones when None was given)."""
     if prompt_ids.dim() != 2 or prompt_ids.shape[0] == 0:
-        raise ValueError(f"prompt_ids must be [B, P] with B >= 1, got shape {tuple(prompt_ids.shape)}")
+        raise ValueError(
+            f"prompt_ids must be [B, P] with B >= 1, got shape {tuple(prompt_ids.shape)}"
+        )
     if prompt_ids.dtype not in (torch.long, torch.int32, torch.int64):
         raise ValueError(f"prompt_ids must hold integer token ids, got {prompt_ids.dtype}")
     if prompt_mask is None:
@@ -112,7 +114,9 @@ def _check_prompts(
         )
     mask = prompt_mask.long()
     if bool((mask[:, 1:] < mask[:, :-1]).any()):
-        raise ValueError("prompts must be left-padded: padding (mask 0) must come before real tokens")
+        raise ValueError(
+            "prompts must be left-padded: padding (mask 0) must come before real tokens"
+        )
     return mask
 
 
@@ -133,7 +137,9 @@ def _new_canvas(
     return _Canvas(ids, attention, uncond, unmask_step, logprobs, p)
 
 
-def _block_logits(model: DiffusionLM, canvas: _Canvas, lo: int, hi: int, cfg_scale: float) -> torch.Tensor:
+def _block_logits(
+    model: DiffusionLM, canvas: _Canvas, lo: int, hi: int, cfg_scale: float
+) -> torch.Tensor:
     """One forward (two batched for CFG); logits of canvas positions [lo, hi) only: ``[B, K, V]``."""
     if canvas.uncond_prompt is None:
         return model.logits(canvas.ids, canvas.attention_mask)[:, lo:hi]  # [B, K, V]
@@ -197,7 +203,9 @@ def encode_prompts(
         raise ValueError("this DiffusionLM has no tokenizer; tokenize the prompts yourself")
     if chat_template:
         rows = [
-            tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True
+            )
             for p in prompts
         ]
         rows = [r["input_ids"] if isinstance(r, dict) or hasattr(r, "keys") else r for r in rows]

@@ -98,7 +98,9 @@ def split_evenly(num_tokens: int, num_steps: int) -> list[int]:
     [3, 3, 2, 2]
     """
     if not 1 <= num_steps <= num_tokens:
-        raise ValueError(f"cannot commit {num_tokens} tokens in {num_steps} steps (need 1 <= steps <= tokens)")
+        raise ValueError(
+            f"cannot commit {num_tokens} tokens in {num_steps} steps (need 1 <= steps <= tokens)"
+        )
     base, rem = divmod(num_tokens, num_steps)
     return [base + 1 if i < rem else base for i in range(num_steps)]
 

@@ -126,10 +126,14 @@ class Trajectory:
         """
         b, length = self.completion_ids.shape
         s = self.schedule
-        assert self.unmask_step.shape == (b, length), f"unmask_step shape {tuple(self.unmask_step.shape)}"
+        assert self.unmask_step.shape == (b, length), (
+            f"unmask_step shape {tuple(self.unmask_step.shape)}"
+        )
         assert self.prompt_ids.shape == self.prompt_mask.shape, "prompt ids/mask shapes differ"
         assert self.prompt_ids.shape[0] == b, "prompt and completion batch sizes differ"
-        assert length == s.gen_length, f"completion length {length} != schedule length {s.gen_length}"
+        assert length == s.gen_length, (
+            f"completion length {length} != schedule length {s.gen_length}"
+        )
         steps = self.unmask_step.long()
         assert bool(((steps >= 0) & (steps < s.num_steps)).all()), "a position was never committed"
         per_step = torch.zeros(b, s.num_steps, dtype=torch.long, device=steps.device)
@@ -157,7 +161,10 @@ class Trajectory:
         chunks = {f: _get(self, f) for f in _BATCH_FIELDS}
         chunks = {f: (None if t is None else t.split(split_size)) for f, t in chunks.items()}
         n = len(chunks["completion_ids"])
-        return [replace(self, **{f: (None if c is None else c[i]) for f, c in chunks.items()}) for i in range(n)]
+        return [
+            replace(self, **{f: (None if c is None else c[i]) for f, c in chunks.items()})
+            for i in range(n)
+        ]
 
     def to(self, device: torch.device | str) -> Trajectory:
         return self._map(lambda t: t.to(device))
@@ -175,7 +182,9 @@ class Trajectory:
         first = parts[0]
         for p in parts[1:]:
             if (p.schedule, p.mask_token_id, p.pad_token_id) != (
-                first.schedule, first.mask_token_id, first.pad_token_id
+                first.schedule,
+                first.mask_token_id,
+                first.pad_token_id,
             ):
                 raise ValueError("trajectories decoded with different schedules or special ids")
             if (p.step_logprobs is None) != (first.step_logprobs is None):
