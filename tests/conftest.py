@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from dllm_rl.data.paths import data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """``$DLLM_RL_DATA`` or ``../shared/data`` beside the checkout."""
-    return Path(os.environ.get("DLLM_RL_DATA", REPO.parent / "shared" / "data"))
+    """``$DLLM_RL_DATA`` or ``../shared/data`` beside the checkout (see ``dllm_rl.data.paths``)."""
+    return data_dir()
 
 
 @pytest.fixture(scope="session")
