@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -25,3 +26,68 @@ def completion_text(completion: Any) -> str:
     raise TypeError(
         f"a completion must be a string or a list of chat messages, got {type(completion).__name__}"
     )
+
+
+# A number with optional thousands separators ("1,007") and decimals; "3,4" is two numbers.
+_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+_BOXED_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def tag_content(text: str, tag: str = "answer") -> str | None:
+    """The content of the last complete ``<tag>...</tag>`` block, stripped.
+
+    Content may span several lines. An opening tag without its closing tag does not count (a
+    completion cut off inside its answer has no answer).
+
+    Args:
+        text: the completion text.
+        tag: the tag name, without angle brackets.
+
+    Returns:
+        The stripped content, or ``None`` when the text has no complete block.
+    """
+    matches = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
+    return matches[-1].strip() if matches else None
+
+
+def last_boxed(text: str) -> str | None:
+    r"""The content of the last ``\boxed{...}`` (or ``\fbox{...}``) whose braces balance.
+
+    Nested braces are followed, so ``\boxed{\frac{1}{2}}`` gives ``\frac{1}{2}``. A box whose
+    braces never close (a truncated completion) is skipped in favour of an earlier complete one.
+
+    Args:
+        text: the completion text.
+
+    Returns:
+        The stripped content, or ``None`` when the text has no complete box.
+    """
+    starts = sorted(
+        m.end() for cmd in _BOXED_COMMANDS for m in re.finditer(re.escape(cmd) + r"\s*\{", text)
+    )
+    for start in reversed(starts):
+        depth = 1
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i].strip()
+    return None
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in the text, thousands separators removed.
+
+    >>> last_number("3 + 4 = 7, so 1,007 apples.")
+    '1007'
+
+    Args:
+        text: any text.
+
+    Returns:
+        The number as a string (``"-12"``, ``"0.5"``), or ``None`` when the text has none.
+    """
+    matches = _NUMBER.findall(text)
+    return matches[-1].replace(",", "") if matches else None
