@@ -25,6 +25,26 @@ def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) ->
     return uncond + (cfg_scale + 1.0) * (cond.float() - uncond)
 
 
+def exclude_mask_token(logits: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """Give [MASK] zero probability as a proposal (in place; MDLM's "zero masking" of SUBS).
+
+    The denoiser predicts clean tokens; [MASK] is never a training target, so trained models give
+    it almost no mass, but small or early models do, and a committed [MASK] would be a hole that
+    is never filled. Every probability the sampler uses or records (proposal, confidence, commit
+    log-probs) is therefore a softmax over the vocabulary without [MASK]; scorers that must match
+    the rollout's log-probs (CJ-GRPO) apply this same function first.
+
+    Args:
+        logits: ``[..., V]`` scores (modified in place).
+        mask_token_id: the [MASK] id.
+
+    Returns:
+        ``logits`` with column ``mask_token_id`` set to -inf.
+    """
+    logits[..., mask_token_id] = NEG_INF
+    return logits
+
+
 def propose_tokens(
     logits: torch.Tensor,
     temperature: float,

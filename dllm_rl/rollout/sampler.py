@@ -22,6 +22,7 @@ from dllm_rl.rollout.config import SamplerConfig
 from dllm_rl.rollout.proposal import (
     commit_logprobs,
     confidence_scores,
+    exclude_mask_token,
     guided_logits,
     propose_tokens,
     reject_early_eos,
@@ -167,6 +168,7 @@ def _decode_step(
     lo, hi = schedule.step_bounds(step)
     k = schedule.counts[step]
     logits = _block_logits(model, canvas, p + lo, p + hi, config.cfg_scale)  # [B, K, V]
+    logits = exclude_mask_token(logits, model.mask_token_id)
     block = canvas.ids[:, p + lo : p + hi]  # [B, K] view into the canvas
     masked = block == model.mask_token_id  # [B, K]
     tokens = propose_tokens(logits, config.temperature, generator, noise_dtype)  # [B, K]

@@ -136,6 +136,7 @@ class Trajectory:
         )
         steps = self.unmask_step.long()
         assert bool(((steps >= 0) & (steps < s.num_steps)).all()), "a position was never committed"
+        assert not bool((self.completion_ids == self.mask_token_id).any()), "a [MASK] was committed"
         per_step = torch.zeros(b, s.num_steps, dtype=torch.long, device=steps.device)
         per_step.scatter_add_(1, steps, torch.ones_like(steps))  # [B, S]
         expected = torch.tensor(s.counts, device=steps.device).expand(b, -1)
