@@ -23,6 +23,7 @@ _LAZY = {
     "dream_adapter": "dllm_rl.models.dream",
     "masked_lm_adapter": "dllm_rl.models.masked_lm",
     "FAMILIES": "dllm_rl.models.load",
+    "enable_gradient_checkpointing": "dllm_rl.models.load",
     "detect_family": "dllm_rl.models.load",
     "load_model": "dllm_rl.models.load",
 }

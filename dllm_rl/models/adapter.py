@@ -10,7 +10,8 @@ A :class:`DiffusionLM` wraps a ``torch.nn.Module`` and hides what differs betwee
 * how a padding mask reaches attention. Every call builds an explicit 4D boolean mask
   ``[B, 1, N, N]`` from the ``[B, N]`` padding mask, because transformers 5 silently falls back to
   causal attention for ``is_causal=False`` modules when it receives a 2D padding mask or runs the
-  eager backend; only an explicit 4D mask is honoured by every backend.
+  eager backend; only an explicit 4D mask is honoured by every backend. (Encoder-only masked
+  LMs, bidirectional by construction, get the 2D padding mask instead: ``mask_format="2d"``.)
 
 Everything downstream (sampler, objectives, trainers) only ever calls :meth:`DiffusionLM.logits`.
 """
@@ -61,6 +62,42 @@ def bidirectional_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return keys.expand(-1, 1, n, n)  # [B, 1, N, N]
 
 
+def as_4d_mask(attention_mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """Normalise what a model's ``forward`` receives into a 4D mask (or None for "no padding").
+
+    Args:
+        attention_mask: None, a ``[B, N]`` padding mask (1 = real token), or an explicit
+            ``[B, 1|H, N, N]`` mask (bool True = attend, or additive float), used as given.
+        n: sequence length N.
+
+    Returns:
+        None when there is nothing to mask, else a 4D mask; 2D masks become
+        :func:`bidirectional_mask`.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() == 2:
+        if attention_mask.shape[1] != n:
+            raise ValueError(f"attention_mask is {tuple(attention_mask.shape)}, expected [B, {n}]")
+        return None if bool(attention_mask.all()) else bidirectional_mask(attention_mask)
+    if attention_mask.dim() == 4:
+        return attention_mask
+    raise ValueError(
+        f"attention_mask must be [B, N] or [B, 1, N, N], got shape {tuple(attention_mask.shape)}"
+    )
+
+
+def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Boolean mask (True = attend) -> additive float mask (0 or dtype min); floats pass through.
+
+    Eager attention kernels add the mask to the scores, so a boolean mask must be converted.
+    """
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    zeros = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return zeros.masked_fill(~mask, torch.finfo(dtype).min)
+
+
 @dataclass(eq=False)
 class DiffusionLM:
     """A masked diffusion LM behind one interface.
@@ -71,6 +108,10 @@ class DiffusionLM:
         shift_logits: True when the network's position i predicts token i+1 (Dream).
         family: registry name of the family ("llada", "dream", "masked_lm").
         tokenizer: the matching tokenizer, when one was loaded with the model.
+        mask_format: "4d" (default) passes the explicit bidirectional ``[B, 1, N, N]`` mask;
+            "2d" passes the ``[B, N]`` padding mask unchanged, for encoder-only masked LMs that
+            are bidirectional by construction and derive their own masks (e.g. ModernBERT's
+            sliding-window layers, which a full 4D mask would silently make global).
     """
 
     model: nn.Module
@@ -78,6 +119,11 @@ class DiffusionLM:
     shift_logits: bool = False
     family: str = "llada"
     tokenizer: object | None = field(default=None, repr=False)
+    mask_format: str = "4d"
+
+    def __post_init__(self) -> None:
+        if self.mask_format not in ("4d", "2d"):
+            raise ValueError(f"mask_format must be '4d' or '2d', got {self.mask_format!r}")
 
     @property
     def mask_token_id(self) -> int:
@@ -115,8 +161,11 @@ class DiffusionLM:
         Returns:
             ``[B, N, V]`` logits in the model's dtype.
         """
-        mask4d = None if attention_mask is None else bidirectional_mask(attention_mask)
-        out = self.model(input_ids=input_ids, attention_mask=mask4d)
+        if attention_mask is None or self.mask_format == "2d":
+            mask = attention_mask
+        else:
+            mask = bidirectional_mask(attention_mask)  # [B, 1, N, N]
+        out = self.model(input_ids=input_ids, attention_mask=mask)
         logits = out.logits if hasattr(out, "logits") else out  # [B, N, V]
         if self.shift_logits:
             # Output i predicts token i+1: move every row one step right. Position 0 has no

@@ -28,7 +28,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-from dllm_rl.models.adapter import DiffusionLM, SpecialIds
+from dllm_rl.models.adapter import DiffusionLM, SpecialIds, additive_mask, as_4d_mask
 
 # Published special ids (tokenizer of GSAI-ML/LLaDA-8B-*).
 LLADA_MASK_ID = 126336  # <|mdm_mask|>
@@ -210,37 +210,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x32 * cos + rotated * sin).to(x.dtype)
 
 
-def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """Bool mask (True = attend) -> additive float mask; float masks pass through."""
-    if mask is None or mask.dtype != torch.bool:
-        return mask
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-        ~mask, torch.finfo(dtype).min
-    )
-
-
-def attention_mask_4d(attention_mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    """Accept ``None``, a ``[B, N]`` padding mask or a ``[B, 1|H, N, N]`` mask; return 4D or None.
-
-    A 2D padding mask becomes a bidirectional boolean mask (every query sees every real key).
-    4D masks are used as given: bool (True = attend) or additive float.
-    """
-    if attention_mask is None:
-        return None
-    if attention_mask.dim() == 2:
-        if attention_mask.shape[1] != n:
-            raise ValueError(f"attention_mask is {tuple(attention_mask.shape)}, expected [B, {n}]")
-        if bool(attention_mask.all()):
-            return None  # nothing to mask: let SDPA pick its fastest kernel
-        keys = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, N]
-        return keys.expand(-1, 1, n, n)
-    if attention_mask.dim() == 4:
-        return attention_mask
-    raise ValueError(
-        f"attention_mask must be [B, N] or [B, 1, N, N], got shape {tuple(attention_mask.shape)}"
-    )
-
-
 class LLaDABlock(GradientCheckpointingLayer):
     """One pre-norm LLaMA-style block under the published names."""
 
@@ -282,7 +251,7 @@ class LLaDABlock(GradientCheckpointingLayer):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         elif backend == "eager":
             scores = q @ k.transpose(-1, -2) / math.sqrt(hd)  # [B, H, N, N]
-            bias = _additive(mask, scores.dtype)
+            bias = additive_mask(mask, scores.dtype)
             if bias is not None:
                 scores = scores + bias
             probs = F.dropout(scores.float().softmax(-1).to(q.dtype), dropout, self.training)
@@ -393,7 +362,7 @@ class LLaDAModelLM(PreTrainedModel):
         x = t.wte(input_ids) if inputs_embeds is None else inputs_embeds  # [B, N, d]
         x = F.dropout(x, self.config.embedding_dropout, self.training)
         n = x.shape[1]
-        mask = attention_mask_4d(attention_mask, n)
+        mask = as_4d_mask(attention_mask, n)
         cos, sin = rotary_cos_sin(n, self.config.head_dim, self.config.rope_theta, x.device)
         hidden = [] if output_hidden_states else None
         for block in t.blocks:

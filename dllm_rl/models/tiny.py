@@ -19,7 +19,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
-from dllm_rl.models.adapter import DiffusionLM
+from dllm_rl.models.adapter import DiffusionLM, SpecialIds
 from dllm_rl.models.llada import LLaDAConfig, LLaDAModelLM, llada_adapter
 
 # Special tokens, named as in LLaDA's tokenizer (the mask is LLaDA's `<|mdm_mask|>` role).
@@ -60,15 +60,8 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         A ``PreTrainedTokenizerFast``; ``decode(encode(text)) == text`` for any text made of
         printable ASCII, newlines and tabs.
     """
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARACTERS)}
-    # BPE without merges splits every word into single characters; with no pre-tokenizer the
-    # whole text is one word, so spaces and newlines are characters like any other.
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
-    tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
-    tok.add_tokens(list(TAG_TOKENS))
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=_char_tokenizer(SPECIAL_TOKENS, UNK),
         bos_token=BOS,
         eos_token=EOS,
         pad_token=EOS,
@@ -76,6 +69,36 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         unk_token=UNK,
         extra_special_tokens=[EOT, START_HEADER, END_HEADER],
         chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        model_max_length=4096,
+    )
+
+
+def _char_tokenizer(special_tokens: tuple[str, ...], unk: str) -> Tokenizer:
+    """Special tokens, then one id per character, then the answer-format tags."""
+    vocab = {tok: i for i, tok in enumerate(special_tokens + CHARACTERS)}
+    # BPE without merges splits every word into single characters; with no pre-tokenizer the
+    # whole text is one word, so spaces and newlines are characters like any other.
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=unk))
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(list(special_tokens))
+    tok.add_tokens(list(TAG_TOKENS))
+    return tok
+
+
+def build_tiny_bert_tokenizer() -> PreTrainedTokenizerFast:
+    """BERT-style variant of the character tokenizer: ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2,
+    ``[SEP]`` 3, ``[MASK]`` 4; no EOS token (masked-LM adapters fall back to SEP), pad distinct.
+    """
+    specials = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=_char_tokenizer(specials, "[UNK]"),
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
         padding_side="left",
         clean_up_tokenization_spaces=False,
         model_max_length=4096,
@@ -176,3 +199,104 @@ def build_tiny_llada(
         model = LLaDAModelLM(config)
     model.to(dtype).eval()
     return llada_adapter(model, tokenizer)
+
+
+def build_tiny_dream(
+    seed: int = 0,
+    *,
+    vocab_size: int = TINY_VOCAB_SIZE,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int | None = None,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+) -> DiffusionLM:
+    """A random-weight Dream (bidirectional Qwen2, GQA, qkv bias) with the tiny tokenizer.
+
+    The adapter has ``shift_logits=True`` like the published model; EOT is ``<|eot_id|>``.
+    """
+    from dllm_rl.models.dream import DreamConfig, DreamModel
+
+    tokenizer = build_tiny_tokenizer()
+    _check_vocab(vocab_size, tokenizer)
+    config = DreamConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        max_position_embeddings=1024,
+        rope_theta=10000.0,
+        mask_token_id=tokenizer.mask_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        attn_implementation=attn_implementation,
+    )
+    with seeded(seed):
+        model = DreamModel(config)
+    model.to(dtype).eval()
+    ids = SpecialIds(
+        mask=tokenizer.mask_token_id,
+        eos=tokenizer.eos_token_id,
+        pad=tokenizer.pad_token_id,
+        eot=tokenizer.convert_tokens_to_ids(EOT),
+    )
+    return DiffusionLM(model, ids, shift_logits=True, family="dream", tokenizer=tokenizer)
+
+
+def build_tiny_masked_lm(
+    seed: int = 0,
+    *,
+    arch: str = "modernbert",
+    vocab_size: int = TINY_VOCAB_SIZE,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+) -> DiffusionLM:
+    """A random-weight encoder masked LM ("modernbert" or "bert") with a BERT-style tokenizer.
+
+    Ids come from the tokenizer as for any masked LM: mask ``[MASK]``, EOS = ``[SEP]`` (no EOS
+    token), pad ``[PAD]``.
+    """
+    from transformers import BertConfig, BertForMaskedLM, ModernBertConfig, ModernBertForMaskedLM
+
+    from dllm_rl.models.masked_lm import masked_lm_adapter
+
+    tokenizer = build_tiny_bert_tokenizer()
+    _check_vocab(vocab_size, tokenizer)
+    common = {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": num_attention_heads,
+        "intermediate_size": 2 * hidden_size,
+        "max_position_embeddings": 1024,
+        "pad_token_id": tokenizer.pad_token_id,
+        "attn_implementation": attn_implementation,
+    }
+    if arch == "modernbert":
+        config = ModernBertConfig(
+            **common,
+            cls_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            local_attention=16,  # small window so tests exercise the sliding-window layers
+            global_attn_every_n_layers=2,
+        )
+        model_class = ModernBertForMaskedLM
+    elif arch == "bert":
+        config = BertConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        model_class = BertForMaskedLM
+    else:
+        raise ValueError(f"arch must be 'modernbert' or 'bert', got {arch!r}")
+    with seeded(seed):
+        model = model_class(config)
+    model.to(dtype).eval()
+    return masked_lm_adapter(model, tokenizer)
