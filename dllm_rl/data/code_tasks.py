@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import warnings
 from typing import Any
 
 from dllm_rl.data.templates import render_prompt
@@ -80,9 +81,8 @@ def mbpp_entry_point(test: str, reference_code: str | None = None) -> str | None
     >>> mbpp_entry_point("assert set(similar_elements((3, 4), (4, 5))) == set((4,))")
     'similar_elements'
     """
-    try:
-        tree = ast.parse(test)
-    except SyntaxError:
+    tree = _parse(test)
+    if tree is None:
         return None
     funcs = [
         node.func
@@ -102,10 +102,18 @@ def mbpp_entry_point(test: str, reference_code: str | None = None) -> str | None
     return None
 
 
+def _parse(code: str) -> ast.Module | None:
+    with warnings.catch_warnings():  # MBPP code has "\d"-style escapes in plain strings
+        warnings.simplefilter("ignore")
+        try:
+            return ast.parse(code)
+        except SyntaxError:
+            return None
+
+
 def _defined_names(code: str) -> set[str]:
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
+    tree = _parse(code)
+    if tree is None:
         return set()
     return {
         node.name
