@@ -62,6 +62,15 @@ def bidirectional_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return keys.expand(-1, 1, n, n)  # [B, 1, N, N]
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens: ``[B, N]`` long, 0 at each row's first real token.
+
+    Padding positions get 0 (their outputs are ignored). Example: mask ``[0, 0, 1, 1, 1]`` ->
+    positions ``[0, 0, 0, 1, 2]``.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def as_4d_mask(attention_mask: torch.Tensor | None, n: int) -> torch.Tensor | None:
     """Normalise what a model's ``forward`` receives into a 4D mask (or None for "no padding").
 
@@ -112,6 +121,11 @@ class DiffusionLM:
             "2d" passes the ``[B, N]`` padding mask unchanged, for encoder-only masked LMs that
             are bidirectional by construction and derive their own masks (e.g. ModernBERT's
             sliding-window layers, which a full 4D mask would silently make global).
+        mask_positions: when padding is given, also pass ``position_ids`` counted over real
+            tokens only (:func:`position_ids_from_mask`), so a left-padded row sees the same
+            positions as the row alone. Needed by absolute position embeddings (BERT); what
+            Dream's own generation does. LLaDA's published code uses plain 0..N-1 (RoPE is
+            shift-invariant), so it stays off there.
     """
 
     model: nn.Module
@@ -120,6 +134,7 @@ class DiffusionLM:
     family: str = "llada"
     tokenizer: object | None = field(default=None, repr=False)
     mask_format: str = "4d"
+    mask_positions: bool = False
 
     def __post_init__(self) -> None:
         if self.mask_format not in ("4d", "2d"):
@@ -165,7 +180,10 @@ class DiffusionLM:
             mask = attention_mask
         else:
             mask = bidirectional_mask(attention_mask)  # [B, 1, N, N]
-        out = self.model(input_ids=input_ids, attention_mask=mask)
+        kwargs = {}
+        if self.mask_positions and attention_mask is not None:
+            kwargs["position_ids"] = position_ids_from_mask(attention_mask)  # [B, N]
+        out = self.model(input_ids=input_ids, attention_mask=mask, **kwargs)
         logits = out.logits if hasattr(out, "logits") else out  # [B, N, V]
         if self.shift_logits:
             # Output i predicts token i+1: move every row one step right. Position 0 has no

@@ -127,6 +127,7 @@ def dream_adapter(model: DreamModel, tokenizer: object | None = None) -> Diffusi
         shift_logits=True,
         family="dream",
         tokenizer=tokenizer,
+        mask_positions=True,
     )
 
 

@@ -190,15 +190,23 @@ class LLaDARMSNorm(nn.Module):
 
 
 def rotary_cos_sin(
-    seq_len: int, head_dim: int, theta: float, device: torch.device
+    positions: torch.Tensor, head_dim: int, theta: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables in float32, ``[N, head_dim]`` each (halves repeated, rotate-half layout)."""
+    """RoPE tables in float32 (halves repeated: the rotate-half layout of the published code).
+
+    Args:
+        positions: ``[N]`` or ``[B, N]`` integer positions.
+
+    Returns:
+        cos, sin: ``[N, D]``, or ``[B, 1, N, D]`` for per-row positions.
+    """
     inv_freq = 1.0 / theta ** (
-        torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
+        torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
     )  # [D/2]
-    pos = torch.arange(seq_len, device=device, dtype=torch.float32)
-    freqs = torch.outer(pos, inv_freq)  # [N, D/2]
-    emb = torch.cat([freqs, freqs], dim=-1)  # [N, D]
+    freqs = positions.float()[..., None] * inv_freq  # [..., N, D/2]
+    emb = torch.cat([freqs, freqs], dim=-1)  # [..., N, D]
+    if emb.dim() == 3:
+        emb = emb[:, None]  # [B, 1, N, D]
     return emb.cos(), emb.sin()
 
 
@@ -341,6 +349,7 @@ class LLaDAModelLM(PreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -349,6 +358,7 @@ class LLaDAModelLM(PreTrainedModel):
             input_ids: ``[B, N]``.
             attention_mask: ``[B, N]`` padding mask or ``[B, 1, N, N]`` (bool True = attend).
             inputs_embeds: ``[B, N, d]`` instead of ``input_ids``.
+            position_ids: ``[B, N]`` RoPE positions; default ``0..N-1`` (as published).
             output_hidden_states: also return the input of every block and the final state.
 
         Returns:
@@ -363,7 +373,9 @@ class LLaDAModelLM(PreTrainedModel):
         x = F.dropout(x, self.config.embedding_dropout, self.training)
         n = x.shape[1]
         mask = as_4d_mask(attention_mask, n)
-        cos, sin = rotary_cos_sin(n, self.config.head_dim, self.config.rope_theta, x.device)
+        if position_ids is None:
+            position_ids = torch.arange(n, device=x.device)  # [N]
+        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
         hidden = [] if output_hidden_states else None
         for block in t.blocks:
             if hidden is not None:

@@ -52,5 +52,6 @@ def masked_lm_adapter(model: nn.Module, tokenizer: object) -> DiffusionLM:
         shift_logits=False,
         family="masked_lm",
         tokenizer=tokenizer,
+        mask_positions=True,
         mask_format="2d",
     )

@@ -245,7 +245,9 @@ def build_tiny_dream(
         pad=tokenizer.pad_token_id,
         eot=tokenizer.convert_tokens_to_ids(EOT),
     )
-    return DiffusionLM(model, ids, shift_logits=True, family="dream", tokenizer=tokenizer)
+    return DiffusionLM(
+        model, ids, shift_logits=True, family="dream", tokenizer=tokenizer, mask_positions=True
+    )
 
 
 def build_tiny_masked_lm(
