@@ -153,6 +153,16 @@ def test_close_and_restart(hook_grader):
     assert hook_grader.grade(["<answer>1</answer>"], ["1"]) == [1.0]  # restarts lazily
 
 
+def _broken_grade(text: str, gold: str) -> float | None:
+    raise ImportError("No module named 'math_verify'")  # as in a worker without math-verify
+
+
+def test_worker_start_failure_is_reported():
+    with MathGrader(num_workers=1, grade_fn=_broken_grade) as broken:
+        with pytest.raises(RuntimeError, match="failed to start(.|\n)*No module named"):
+            broken.grade(["<answer>1</answer>"], ["1"])
+
+
 def test_grade_fn_must_be_picklable():
     with pytest.raises(TypeError, match="picklable"):
         MathGrader(grade_fn=lambda text, gold: 1.0)
