@@ -106,13 +106,15 @@ class DreamModel(Qwen2ForCausalLM):
 
 
 def dream_ids(config: DreamConfig, tokenizer: object | None = None) -> SpecialIds:
-    """Mask/EOS/pad from the config; EOT is ``<|im_end|>`` when the tokenizer has it."""
-    eot = None
-    if tokenizer is not None:
+    """Mask/EOS/pad from the config; EOT from ``config.eot_token_id`` when set (our tiny
+    models), else ``<|im_end|>`` of the tokenizer, else the published id if the vocab has it.
+    """
+    eot = getattr(config, "eot_token_id", None)
+    if eot is None and tokenizer is not None:
         tok_eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
         if isinstance(tok_eot, int) and tok_eot != getattr(tokenizer, "unk_token_id", None):
             eot = tok_eot
-    elif config.vocab_size > DREAM_EOT_ID:
+    elif eot is None and config.vocab_size > DREAM_EOT_ID:
         eot = DREAM_EOT_ID
     eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
     pad = config.pad_token_id if config.pad_token_id is not None else eos

@@ -19,7 +19,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
-from dllm_rl.models.adapter import DiffusionLM, SpecialIds
+from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.models.llada import LLaDAConfig, LLaDAModelLM, llada_adapter
 
 # Special tokens, named as in LLaDA's tokenizer (the mask is LLaDA's `<|mdm_mask|>` role).
@@ -215,9 +215,10 @@ def build_tiny_dream(
 ) -> DiffusionLM:
     """A random-weight Dream (bidirectional Qwen2, GQA, qkv bias) with the tiny tokenizer.
 
-    The adapter has ``shift_logits=True`` like the published model; EOT is ``<|eot_id|>``.
+    The adapter has ``shift_logits=True`` like the published model; EOT is ``<|eot_id|>``
+    (recorded as ``config.eot_token_id``, so it survives a save/load round trip).
     """
-    from dllm_rl.models.dream import DreamConfig, DreamModel
+    from dllm_rl.models.dream import DreamConfig, DreamModel, dream_adapter
 
     tokenizer = build_tiny_tokenizer()
     _check_vocab(vocab_size, tokenizer)
@@ -234,20 +235,13 @@ def build_tiny_dream(
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        eot_token_id=tokenizer.convert_tokens_to_ids(EOT),
         attn_implementation=attn_implementation,
     )
     with seeded(seed):
         model = DreamModel(config)
     model.to(dtype).eval()
-    ids = SpecialIds(
-        mask=tokenizer.mask_token_id,
-        eos=tokenizer.eos_token_id,
-        pad=tokenizer.pad_token_id,
-        eot=tokenizer.convert_tokens_to_ids(EOT),
-    )
-    return DiffusionLM(
-        model, ids, shift_logits=True, family="dream", tokenizer=tokenizer, mask_positions=True
-    )
+    return dream_adapter(model, tokenizer)
 
 
 def build_tiny_masked_lm(

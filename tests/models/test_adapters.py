@@ -1,0 +1,126 @@
+"""Invariants every adapter must meet, for each family and attention backend (see conftest)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from dllm_rl.models import DiffusionLM, load_model
+from dllm_rl.models.load import enable_gradient_checkpointing
+
+
+def _ids(lm: DiffusionLM, n: int, seed: int = 0) -> torch.Tensor:
+    """``[n]`` ordinary character ids (no special token)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(10, 100, (n,), generator=g)
+
+
+def _left_pad(lm: DiffusionLM, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max(len(r) for r in rows)
+    ids = torch.full((len(rows), n), lm.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), n, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, n - len(r) :] = r
+        mask[i, n - len(r) :] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+@torch.no_grad()
+def test_first_token_sees_last_token(any_lm, pad):
+    """Bidirectional: changing the LAST token changes the scores at the FIRST real position.
+
+    A causal model (or a silent causal fallback when a padding mask is passed) leaves them equal.
+    """
+    row = _ids(any_lm, 12)
+    other = row.clone()
+    other[-1] = 10 + (other[-1] - 9) % 90
+    ids, mask = _left_pad(any_lm, [torch.cat([torch.zeros(pad, dtype=torch.long) + 99, row])])
+    ids2, _ = _left_pad(any_lm, [torch.cat([torch.zeros(pad, dtype=torch.long) + 99, other])])
+    mask[:, :pad] = 0
+    ids[:, :pad] = ids2[:, :pad] = any_lm.pad_token_id
+    # Adapter: position pad+1 is a real query in every family (Dream's is raw row pad).
+    a = any_lm.logits(ids, mask)[0, pad + 1]
+    b = any_lm.logits(ids2, mask)[0, pad + 1]
+    assert (a - b).abs().max() > 1e-4
+    # Raw network with a plain 2D padding mask, as a user would call it.
+    a = any_lm.model(input_ids=ids, attention_mask=mask).logits[0, pad]
+    b = any_lm.model(input_ids=ids2, attention_mask=mask).logits[0, pad]
+    assert (a - b).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_left_padding_invariance(any_lm):
+    """A left-padded batch scores each real token exactly as the row alone does."""
+    rows = [_ids(any_lm, 7, seed=1), _ids(any_lm, 20, seed=2)]
+    ids, mask = _left_pad(any_lm, rows)
+    batch = any_lm.logits(ids, mask)  # [2, 20, V]
+    skip = 1 if any_lm.shift_logits else 0  # a shifted row's first score comes from padding
+    for i, row in enumerate(rows):
+        alone = any_lm.logits(row[None])[0]  # [n, V]
+        start = ids.shape[1] - len(row)
+        torch.testing.assert_close(batch[i, start + skip :], alone[skip:], atol=1e-5, rtol=1e-5)
+    # The check has teeth: attending to the padding would move the short row's scores.
+    unmasked = any_lm.logits(ids, torch.ones_like(mask))
+    start = ids.shape[1] - len(rows[0])
+    assert (unmasked[0, start + skip :] - batch[0, start + skip :]).abs().max() > 1e-4
+
+
+def _count_calls(module: nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_gradient_checkpointing_same_gradients(any_lm):
+    """Recomputing activations in backward must not change any gradient."""
+    model = any_lm.model.train()
+    ids, mask = _left_pad(any_lm, [_ids(any_lm, 6, seed=3), _ids(any_lm, 10, seed=4)])
+    target = _ids(any_lm, 10, seed=5)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        logp = any_lm.logits(ids, mask).float().log_softmax(-1)  # [2, 10, V]
+        loss = -(logp.gather(-1, target.expand(2, -1)[..., None]) * mask[..., None]).sum()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    layer = next(m for m in model.modules() if isinstance(m, GradientCheckpointingLayer))
+    inner = next(m for m in layer.modules() if isinstance(m, nn.Linear))
+    calls = _count_calls(inner)
+    plain = grads()
+    assert calls[0] == 1
+    enable_gradient_checkpointing(model)
+    ckpt = grads()
+    assert calls[0] == 3, "the layer was not recomputed in backward: checkpointing is off"
+    assert plain.keys() == ckpt.keys() and len(plain) > 0
+    for name in plain:
+        torch.testing.assert_close(ckpt[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+@torch.no_grad()
+def test_save_load_round_trip(any_lm, tmp_path):
+    """save_pretrained -> load_model (family detected) gives identical logits and ids."""
+    any_lm.model.save_pretrained(tmp_path)
+    any_lm.tokenizer.save_pretrained(tmp_path)
+    backend = any_lm.model.config._attn_implementation
+    loaded = load_model(tmp_path, attn_implementation=backend)
+    assert type(loaded.model) is type(any_lm.model)
+    assert (loaded.family, loaded.ids, loaded.shift_logits) == (
+        any_lm.family,
+        any_lm.ids,
+        any_lm.shift_logits,
+    )
+    assert (loaded.mask_format, loaded.mask_positions) == (
+        any_lm.mask_format,
+        any_lm.mask_positions,
+    )
+    assert loaded.model.config._attn_implementation == backend
+    ids, mask = _left_pad(any_lm, [_ids(any_lm, 5), _ids(any_lm, 9)])
+    assert torch.equal(loaded.logits(ids, mask), any_lm.logits(ids, mask))
+    assert (
+        loaded.tokenizer("a<answer>1</answer>").input_ids
+        == any_lm.tokenizer("a<answer>1</answer>").input_ids
+    )
