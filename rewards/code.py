@@ -1,0 +1,534 @@
+"""Code rewards: run a completion's code against the task's tests in the sandbox.
+
+The columns contract (dataset loaders build HumanEval and MBPP records to match it):
+
+- ``tests: list[str]``: independent test snippets (MBPP: each ``assert`` line; HumanEval:
+  ``["check(<entry_point>)"]``). The reward is the fraction that pass: a snippet passes when it runs
+  to its end without raising.
+- ``test_setup: str | None``: code run after the candidate and before the tests (imports, MBPP's
+  ``test_setup_code``, HumanEval's ``def check(candidate): ...`` with its ``METADATA``).
+- ``code_prefix: str | None``: prepended to the extracted code when that code does not itself define
+  ``entry_point`` (HumanEval: the prompt, so that a body-only completion works). When the code does
+  define it, the prefix is still prepended if it is a complete program on its own (HumanEval's
+  prompts are), so that helpers it defines (``poly`` in HumanEval/32) stay available; the
+  candidate's later definition wins.
+- ``entry_point: str | None``: the function under test.
+
+One sandboxed program per completion runs the candidate code, then the setup, then each test in
+its own ``try``, and reports which tests passed through the sandbox's report channel only after the
+last test. What does not count as passing:
+
+- exiting early (``sys.exit``, ``exit()``, ``os._exit``, a crash, a timeout): a ``SystemExit`` from
+  the candidate's top level is caught and the tests still run; a process that ends before the
+  harness reports scores 0;
+- printing or writing a fake result: reports carry a random per-run token, on a pipe;
+- objects that compare equal to everything: inside the test code's ``assert`` statements every
+  comparison (``==``, ``!=``, ``<``, ``in``, ...), every operand of ``not``/``and``/``or`` and the
+  asserted value itself must be a plain builtin value (exact types ``None``, ``bool``, ``int``,
+  ``float``, ``complex``, ``str``, ``bytes``, and ``list``, ``tuple``, ``set``, ``frozenset``,
+  ``dict``, ``OrderedDict``, ``defaultdict``, ``Counter``, ``deque`` of those): subclasses of
+  ``int`` or ``str`` and objects overriding ``__eq__``, ``__ne__`` or ``__bool__`` fail the test;
+- shadowing builtins (``def sorted(...)``, ``builtins.set = ...``): the tests run in a namespace
+  with a copy of the builtins taken before the candidate ran, and see the candidate's names except
+  those that shadow a builtin (the entry point excepted).
+
+Known limits (the sandbox process is the real boundary; these are the harness's): code in the
+same interpreter can introspect (``gc``, frames, ``sys.settrace``) to find the harness, its report
+function and token, or rewrite its frames; it can patch shared modules (``math.isclose = ...``)
+that the tests import; arithmetic dunders are not checked (``abs(f(x) - y) < 1e-6`` with ``f``
+returning an object whose ``__sub__`` returns 0); tests that are not ``assert`` statements
+(``self.assertEqual``) are not made strict; a timeout scores 0 even if some tests had passed.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .extract import completion_text
+from .sandbox import SandboxResult, run_programs
+
+RewardFunction = Callable[..., list[float | None]]
+
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_OPEN_FENCE = re.compile(r"```[ \t]*(python3?|py)\b[^\n]*\n(.*)\Z", re.DOTALL | re.IGNORECASE)
+_PYTHON_TAGS = {"python", "python3", "py"}
+
+
+def extract_code(text: str) -> tuple[str, bool]:
+    """The code of a completion, and whether it came from a fenced block.
+
+    Picks the **last** ```` ```python ```` (or ``py``, ``python3``) block: in reasoning-style
+    completions earlier blocks are drafts and the answer comes last. Without one, the last untagged
+    ```` ``` ```` block; then an unterminated ```` ```python ```` block running to the end (a
+    completion cut at the length limit); then the whole text (a base model's bare function body).
+    Indentation is kept (a body-only block continues ``code_prefix``).
+
+    Args:
+        text: the completion text.
+
+    Returns:
+        ``(code, fenced)``.
+    """
+    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(text)]
+    for wanted in (_PYTHON_TAGS, {""}):
+        chosen = [body for tag, body in blocks if tag in wanted]
+        if chosen:
+            return _trim(chosen[-1]), True
+    rest = text[text.rfind("```") :] if "```" in text else ""
+    match = _OPEN_FENCE.match(rest)
+    if match:
+        return _trim(match.group(2)), True
+    return _trim(text), False
+
+
+def _trim(code: str) -> str:
+    """Drop leading blank lines and trailing whitespace, keep the first line's indentation."""
+    return re.sub(r"\A(?:[ \t]*\n)+", "", code).rstrip()
+
+
+def defines(code: str, name: str) -> bool:
+    """Whether ``code`` defines ``name`` at module level (def, class, assignment, import)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return (
+            re.search(rf"^(async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
+        )
+    stack: list[ast.AST] = list(tree.body)
+    while stack:  # module-level statements and what they contain, not function or class bodies
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == name:
+                return True
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == name:
+            return True
+        elif isinstance(node, ast.alias) and (node.asname or node.name) == name:
+            return True
+    return False
+
+
+def assemble_candidate(code: str, code_prefix: str | None, entry_point: str | None) -> str:
+    """The candidate program: ``code`` behind ``code_prefix`` where the contract says so."""
+    if not code_prefix:
+        return code
+    if entry_point and defines(code, entry_point) and not _parses(code_prefix):
+        return code
+    return code_prefix + ("" if code_prefix.endswith("\n") else "\n") + code
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
+# Strict asserts: rewritten in the (trusted) test code before it is sent to the sandbox.
+
+
+class _StrictExpression(ast.NodeTransformer):
+    """Inside an assert: comparisons and truth tests go through the harness's strict checks."""
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        names = ast.Tuple([ast.Constant(type(op).__name__) for op in node.ops], ast.Load())
+        return _call("__strict_cmp__", names, node.left, *node.comparators)
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
+        self.generic_visit(node)
+        node.values = [_call("__strict_plain__", value) for value in node.values]
+        return node
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            node.operand = _call("__strict_plain__", node.operand)
+        return node
+
+    def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
+        self.generic_visit(node)
+        node.test = _call("__strict_plain__", node.test)
+        return node
+
+
+class _StrictAsserts(ast.NodeTransformer):
+    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+        node.test = _call("__strict_plain__", _StrictExpression().visit(node.test))
+        return node
+
+
+def _call(name: str, *args: ast.expr) -> ast.Call:
+    return ast.Call(ast.Name(name, ast.Load()), list(args), [])
+
+
+def strict_asserts(source: str) -> str:
+    """``source`` with its assert statements made strict (see the module docstring).
+
+    Source that does not parse is returned unchanged (it fails in the sandbox as it would anyway).
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    return ast.unparse(ast.fix_missing_locations(_StrictAsserts().visit(tree)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The harness: these functions run inside the sandbox (their source is shipped with the data).
+# Everything they call is bound before the candidate runs, so that patching builtins or modules
+# cannot change how they count.
+
+
+def _harness_main(data: dict) -> None:
+    import builtins
+    import os
+    import sys
+    import types
+
+    report = globals().pop("__sandbox_report__")
+    _exec, _compile, _type, _str, _dict, _exit = exec, compile, type, str, dict, os._exit
+    _starts, _join, _items = str.startswith, str.join, dict.items
+    strict_plain, strict_cmp = _harness_strict_checks()
+    real_builtins = dict(vars(builtins))
+    module = types.ModuleType("solution")
+    sys.modules["solution"] = module
+    namespace = module.__dict__
+    candidate_error = setup_error = ""
+    try:  # a SystemExit here (sys.exit before the tests) is caught like any error
+        _exec(_compile(data["code"], "solution.py", "exec"), namespace)
+    except BaseException as exc:
+        candidate_error = _str(_type(exc).__name__)
+    tests_namespace = {"__builtins__": real_builtins, "__name__": "__tests__"}
+    for key, value in _items(_dict(namespace)):
+        if _type(key) is not _str or _starts(key, "__"):
+            continue
+        if key not in real_builtins or key == data["entry_point"]:
+            tests_namespace[key] = value
+    tests_namespace["__strict_plain__"] = strict_plain
+    tests_namespace["__strict_cmp__"] = strict_cmp
+    if data["setup"]:
+        try:
+            _exec(_compile(data["setup"], "test_setup.py", "exec"), tests_namespace)
+        except BaseException as exc:
+            setup_error = _str(_type(exc).__name__)
+    passed = []
+    for test in data["tests"]:
+        ok = "0"
+        if not setup_error:
+            try:
+                _exec(_compile(test, "test.py", "exec"), tests_namespace)
+                ok = "1"
+            except BaseException:
+                pass
+        passed.append(ok)
+    report(_join("", passed) + "\n" + candidate_error + "\n" + setup_error)
+    _exit(0)
+
+
+def _harness_strict_checks():
+    """``(strict_plain, strict_cmp)``: the helpers that rewritten asserts call."""
+    import collections
+    import operator
+
+    leaves = frozenset({type(None), bool, int, float, complex, str, bytes})
+    sequences = frozenset({list, tuple, set, frozenset, collections.deque})
+    mappings = frozenset(
+        {dict, collections.OrderedDict, collections.defaultdict, collections.Counter}
+    )
+    operators = {
+        "Eq": operator.eq,
+        "NotEq": operator.ne,
+        "Lt": operator.lt,
+        "LtE": operator.le,
+        "Gt": operator.gt,
+        "GtE": operator.ge,
+        "In": lambda a, b, _contains=operator.contains: _contains(b, a),
+        "NotIn": lambda a, b, _contains=operator.contains: not _contains(b, a),
+        "Is": operator.is_,
+        "IsNot": operator.is_not,
+    }
+    _type, _keys, _values, _len, _range = type, dict.keys, dict.values, len, range
+
+    def is_plain(value, limit=1_000_000):
+        stack = [value]
+        while stack:
+            limit -= 1
+            item = stack.pop()
+            kind = _type(item)
+            if _type(kind) is not type or limit < 0:  # a metaclass could fake hashing/equality
+                return False
+            if kind in leaves:
+                continue
+            if kind in sequences:
+                stack.extend(item)
+            elif kind in mappings:
+                stack.extend(_keys(item))
+                stack.extend(_values(item))
+            else:
+                return False
+        return True
+
+    def strict_plain(value):
+        if not is_plain(value):
+            raise AssertionError("strict assert: the value is not a plain builtin value")
+        return value
+
+    def strict_cmp(names, *operands):
+        for i in _range(_len(names)):
+            left, right = operands[i], operands[i + 1]
+            if names[i] not in ("Is", "IsNot") and not (is_plain(left) and is_plain(right)):
+                raise AssertionError("strict assert: compared a value that is not plain builtin")
+            if not operators[names[i]](left, right):
+                return False
+        return True
+
+    return strict_plain, strict_cmp
+
+
+_HARNESS_SOURCE = "\n\n".join(inspect.getsource(f) for f in (_harness_main, _harness_strict_checks))
+
+
+def build_program(
+    code: str,
+    tests: Sequence[str],
+    test_setup: str | None = None,
+    code_prefix: str | None = None,
+    entry_point: str | None = None,
+) -> str:
+    """The sandbox program that runs ``code`` against ``tests`` and reports which passed."""
+    data = {
+        "code": assemble_candidate(code, code_prefix, entry_point),
+        "setup": strict_asserts(test_setup) if test_setup else "",
+        "tests": [strict_asserts(test) for test in tests],
+        "entry_point": entry_point or "",
+    }
+    return f"{_HARNESS_SOURCE}\n\n_harness_main({data!r})\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Grading and rewards.
+
+
+@dataclass(frozen=True)
+class CodeGrade:
+    """The grading of one completion.
+
+    Attributes:
+        reward: passed / total; 0.0 when the program ended before reporting (crash, early exit,
+            timeout); ``None`` when there were no tests or the sandbox failed.
+        passed: tests that passed.
+        total: tests run.
+        outcome: ``graded``, ``no tests``, ``no report (<sandbox outcome>)`` or
+            ``sandbox error: ...``.
+        candidate_error: the exception the candidate's top level raised, if any.
+        setup_error: the exception ``test_setup`` raised, if any (all tests then fail).
+        sandbox: the sandbox's result, for debugging (``None`` without tests).
+    """
+
+    reward: float | None
+    passed: int
+    total: int
+    outcome: str
+    candidate_error: str = ""
+    setup_error: str = ""
+    sandbox: SandboxResult | None = None
+
+
+def grade_code(
+    completions: Sequence[Any],
+    tests: Sequence[Sequence[str] | None],
+    test_setup: Sequence[str | None] | str | None = None,
+    code_prefix: Sequence[str | None] | str | None = None,
+    entry_point: Sequence[str | None] | str | None = None,
+    *,
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
+    max_concurrency: int | None = None,
+) -> list[CodeGrade]:
+    """Grade each completion against its tests (one sandboxed program each, run concurrently).
+
+    Args:
+        completions: strings or chat-format completions.
+        tests: one list of test snippets per completion (``None``/empty: not applicable).
+        test_setup: one per completion, or one string for all.
+        code_prefix: one per completion, or one string for all.
+        entry_point: one per completion, or one string for all.
+        timeout_s: wall-clock budget of each program (candidate and all its tests).
+        memory_mb: address-space limit of each program.
+        max_concurrency: programs run at once (default: the sandbox's, the CPU count).
+
+    Returns:
+        One :class:`CodeGrade` per completion.
+    """
+    n = len(completions)
+    tests = _tests_column(tests, n)
+    setups, prefixes, entries = (
+        _column(test_setup, n, "test_setup"),
+        _column(code_prefix, n, "code_prefix"),
+        _column(entry_point, n, "entry_point"),
+    )
+    grades: list[CodeGrade | None] = [None] * n
+    programs, rows = [], []
+    for i, completion in enumerate(completions):
+        if not tests[i]:
+            grades[i] = CodeGrade(None, 0, 0, "no tests")
+            continue
+        code, _ = extract_code(completion_text(completion))
+        programs.append(build_program(code, tests[i], setups[i], prefixes[i], entries[i]))
+        rows.append(i)
+    results = run_programs(
+        programs, max_concurrency=max_concurrency, timeout_s=timeout_s, memory_mb=memory_mb
+    )
+    for i, result in zip(rows, results):
+        grades[i] = _grade(result, len(tests[i]))
+    return grades  # type: ignore[return-value]
+
+
+def _grade(result: SandboxResult, total: int) -> CodeGrade:
+    if result.error is not None:
+        return CodeGrade(None, 0, total, f"sandbox error: {result.error}", sandbox=result)
+    if result.report is None:
+        return CodeGrade(0.0, 0, total, f"no report ({result.outcome})", sandbox=result)
+    bits, candidate_error, setup_error = (result.report.split("\n", 2) + ["", ""])[:3]
+    passed = bits.count("1")
+    if len(bits) != total or passed + bits.count("0") != total:  # cannot happen without forging
+        return CodeGrade(0.0, 0, total, "malformed report", sandbox=result)
+    return CodeGrade(passed / total, passed, total, "graded", candidate_error, setup_error, result)
+
+
+def _column(value: Any, n: int, name: str) -> list[Any]:
+    if value is None or isinstance(value, str):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(f"column {name!r} has {len(values)} values for {n} completions")
+    return values
+
+
+def _tests_column(tests: Any, n: int) -> list[list[str] | None]:
+    values = _column(tests, n, "tests")
+    for i, row in enumerate(values):
+        if isinstance(row, str) or (row is not None and not all(isinstance(t, str) for t in row)):
+            raise TypeError(
+                f"tests[{i}] must be a list of test snippets (str), one list per completion; "
+                f"got {type(row).__name__}"
+            )
+    return [list(row) if row else None for row in values]
+
+
+def code_format_score(completion: Any, code_prefix: str | None = None) -> float:
+    """1.0: a fenced block that parses (alone or behind ``code_prefix``); 0.5: fenced, does not
+    parse; 0.0: no fenced block."""
+    code, fenced = extract_code(completion_text(completion))
+    if not fenced:
+        return 0.0
+    if _parses(code) or (code_prefix and _parses(assemble_candidate(code, code_prefix, None))):
+        return 1.0
+    return 0.5
+
+
+def code_format_reward(
+    prompts: Sequence[Any] | None,
+    completions: Sequence[Any],
+    completion_ids: Any = None,
+    code_prefix: Sequence[str | None] | str | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """TRL reward: :func:`code_format_score` of each completion."""
+    prefixes = _column(code_prefix, len(completions), "code_prefix")
+    return [code_format_score(c, p) for c, p in zip(completions, prefixes)]
+
+
+def make_code_reward(
+    *,
+    format_weight: float = 0.0,
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
+    max_concurrency: int | None = None,
+) -> RewardFunction:
+    """A TRL reward: fraction of tests passed, plus ``format_weight`` x :func:`code_format_score`.
+
+    Args:
+        format_weight: weight of the format term (0: tests only).
+        timeout_s: wall-clock budget of each program.
+        memory_mb: address-space limit of each program.
+        max_concurrency: programs run at once.
+
+    Returns:
+        ``f(prompts, completions, completion_ids=None, *, tests, test_setup=None,
+        code_prefix=None, entry_point=None, **ignored) -> list[float | None]``, named
+        ``code_reward`` (or ``code_reward_with_format``) for logging.
+    """
+
+    def reward(
+        prompts: Sequence[Any] | None,
+        completions: Sequence[Any],
+        tests: Sequence[Sequence[str] | None],
+        test_setup: Sequence[str | None] | str | None = None,
+        code_prefix: Sequence[str | None] | str | None = None,
+        entry_point: Sequence[str | None] | str | None = None,
+        completion_ids: Any = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        grades = grade_code(
+            completions,
+            tests,
+            test_setup,
+            code_prefix,
+            entry_point,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            max_concurrency=max_concurrency,
+        )
+        if not format_weight:
+            return [g.reward for g in grades]
+        formats = code_format_reward(prompts, completions, code_prefix=code_prefix)
+        return [
+            None if g.reward is None else g.reward + format_weight * f
+            for g, f in zip(grades, formats)
+        ]
+
+    reward.__name__ = reward.__qualname__ = (
+        "code_reward_with_format" if format_weight else "code_reward"
+    )
+    return reward
+
+
+_default_code_reward = make_code_reward()
+
+
+def code_reward(
+    prompts: Sequence[Any] | None,
+    completions: Sequence[Any],
+    tests: Sequence[Sequence[str] | None],
+    test_setup: Sequence[str | None] | str | None = None,
+    code_prefix: Sequence[str | None] | str | None = None,
+    entry_point: Sequence[str | None] | str | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """TRL reward: the fraction of each completion's tests that pass (see the module docstring).
+
+    Args:
+        prompts: ignored (TRL passes them).
+        completions: strings or chat-format completions.
+        tests: one list of test snippets per completion.
+        test_setup: code run after the candidate, before the tests (per completion).
+        code_prefix: prepended to code that does not define ``entry_point`` (per completion).
+        entry_point: the function under test (per completion).
+        **kwargs: other dataset columns and ``completion_ids``: ignored.
+
+    Returns:
+        passed / total per completion; 0.0 when the program ended before reporting; ``None`` when
+        there are no tests or the sandbox failed. Use :func:`make_code_reward` for other limits or
+        a format term.
+    """
+    return _default_code_reward(prompts, completions, tests, test_setup, code_prefix, entry_point)
