@@ -219,7 +219,7 @@ def run_check(name: str, check: Check, args: argparse.Namespace) -> dict[str, An
         for i, score in enumerate(gold_scores)
         if score != 1.0
     ]
-    return {
+    result = {
         "task": check.task,
         "split": check.split,
         "reward": check.reward,
@@ -232,6 +232,11 @@ def run_check(name: str, check: Check, args: argparse.Namespace) -> dict[str, An
         "gold_completions_per_s": round(n / gold_seconds, 1) if gold_seconds > 0 else None,
         "failures": failures,
     }
+    if check.reward == "math":  # shuffled rows that score 1.0 because two golds are equal
+        result["shuffled_same_gold"] = sum(
+            rows["answer"][perm[i]] == rows["answer"][i] for i in range(n) if n > 1
+        )
+    return result
 
 
 def run_sandbox_suite() -> dict[str, Any]:

@@ -4,6 +4,7 @@ Where rows come from (``source``):
 
 - ``None``: the local copy under :func:`~dllm_rl.data.paths.data_dir` when one exists for the
   split; otherwise, for the generated tasks (Countdown and Sudoku train, addition), the generator.
+- ``"local"``: the local copy only.
 - ``"generate"``: the generator (countdown, sudoku, addition), deterministic from ``seed``.
 - ``"hub"``: the task's registered ``datasets`` hub id and config (needs network or a cache).
 - a path to a file or folder: read locally (a folder is searched for the task's usual file name,

@@ -131,6 +131,8 @@ def test_clear_errors(shared_data, monkeypatch, tmp_path):
         load_task("gsm8k", limit=1, template="{question} {puzzle}")
     with pytest.raises(ValueError, match="only apply to generated data"):
         load_task("gsm8k", size=3)
+    with pytest.raises(ValueError, match="no generator.*countdown"):
+        load_task("gsm8k", source="generate")
     monkeypatch.setenv("DLLM_RL_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError) as err:
         load_task("gsm8k")
