@@ -184,26 +184,32 @@ class LLaDARMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        x32 = x.float()
+        x32 = x.to(_at_least_fp32(dtype))
         x = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(dtype)
         return x if self.weight is None else self.weight * x
 
 
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types, float64 stays float64 (norms and RoPE run at full precision)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def rotary_cos_sin(
-    positions: torch.Tensor, head_dim: int, theta: float
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables in float32 (halves repeated: the rotate-half layout of the published code).
+    """RoPE tables (halves repeated: the rotate-half layout of the published code).
 
     Args:
         positions: ``[N]`` or ``[B, N]`` integer positions.
+        dtype: float32, or float64 for a float64 model.
 
     Returns:
         cos, sin: ``[N, D]``, or ``[B, 1, N, D]`` for per-row positions.
     """
     inv_freq = 1.0 / theta ** (
-        torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+        torch.arange(0, head_dim, 2, device=positions.device, dtype=dtype) / head_dim
     )  # [D/2]
-    freqs = positions.float()[..., None] * inv_freq  # [..., N, D/2]
+    freqs = positions.to(dtype)[..., None] * inv_freq  # [..., N, D/2]
     emb = torch.cat([freqs, freqs], dim=-1)  # [..., N, D]
     if emb.dim() == 3:
         emb = emb[:, None]  # [B, 1, N, D]
@@ -211,8 +217,8 @@ def rotary_cos_sin(
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [B, H, N, D]`` in float32 and return it in its own dtype."""
-    x32 = x.float()
+    """Rotate ``x [B, H, N, D]`` in (at least) float32 and return it in its own dtype."""
+    x32 = x.to(_at_least_fp32(x.dtype))
     x1, x2 = x32.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return (x32 * cos + rotated * sin).to(x.dtype)
@@ -262,7 +268,8 @@ class LLaDABlock(GradientCheckpointingLayer):
             bias = additive_mask(mask, scores.dtype)
             if bias is not None:
                 scores = scores + bias
-            probs = F.dropout(scores.float().softmax(-1).to(q.dtype), dropout, self.training)
+            probs = scores.to(_at_least_fp32(scores.dtype)).softmax(-1).to(q.dtype)
+            probs = F.dropout(probs, dropout, self.training)
             out = probs @ v
         else:
             raise ValueError(
@@ -375,7 +382,9 @@ class LLaDAModelLM(PreTrainedModel):
         mask = as_4d_mask(attention_mask, n)
         if position_ids is None:
             position_ids = torch.arange(n, device=x.device)  # [N]
-        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        cos, sin = rotary_cos_sin(
+            position_ids, self.config.head_dim, self.config.rope_theta, _at_least_fp32(x.dtype)
+        )
         hidden = [] if output_hidden_states else None
         for block in t.blocks:
             if hidden is not None:
