@@ -15,7 +15,6 @@ derangement (Sattolo's algorithm, seed 0), so no row keeps its own answer.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -121,13 +120,9 @@ def make_reward(kind: str, workers: int) -> Callable[..., list[float | None]]:
 
         return sudoku_reward
     if kind == "code":
-        from rewards.code import code_reward
+        from rewards.code import make_code_reward
 
-        names = set(inspect.signature(code_reward).parameters)
-        option = next((n for n in ("num_workers", "max_workers", "workers") if n in names), None)
-        if option is None:
-            return code_reward
-        return lambda *args, **kw: code_reward(*args, **{option: workers}, **kw)
+        return make_code_reward(max_concurrency=workers)  # code_reward, with our concurrency
     raise ValueError(f"unknown reward kind {kind!r}")
 
 
@@ -161,7 +156,20 @@ def failure_reason(check: Check, row: dict[str, Any], completion: str, score: An
         return f"expression {answer!r} for {row['numbers']} -> {row['target']}"
     if check.reward == "sudoku":
         return f"puzzle {row['puzzle']} solution {row['solution']}"
-    return f"tests {len(row['tests'])}, entry point {row.get('entry_point')!r}"
+    from rewards.code import grade_code
+
+    (result,) = grade_code(
+        [completion], [row["tests"]], [row["test_setup"]], [row["code_prefix"]],
+        [row["entry_point"]],
+    )  # fmt: skip
+    errors = "; ".join(
+        f"{what}: {text.strip().splitlines()[-1][:120]}"
+        for what, text in (("candidate", result.candidate_error), ("setup", result.setup_error))
+        if text.strip()
+    )
+    return f"{result.outcome}, {result.passed}/{result.total} passed" + (
+        f"; {errors}" if errors else ""
+    )
 
 
 def mean(values: Sequence[float | None]) -> float:
