@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dllm_rl.devices import sampling_float_dtype
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.rollout.config import SamplerConfig
 from dllm_rl.rollout.proposal import (
@@ -29,13 +30,6 @@ from dllm_rl.rollout.proposal import (
     select_commits,
 )
 from dllm_rl.rollout.trajectory import Trajectory
-
-try:  # TODO(rollout): drop the fallback once dllm_rl.devices lands
-    from dllm_rl.devices import sampling_float_dtype
-except ImportError:  # pragma: no cover
-
-    def sampling_float_dtype(device: torch.device) -> torch.dtype:
-        return torch.float32 if torch.device(device).type in ("mps", "npu") else torch.float64
 
 
 @dataclass
