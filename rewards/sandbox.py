@@ -938,6 +938,9 @@ def _case_network(timeout_s: float) -> tuple[str, bool]:
 
 
 def _case_kill_parent(timeout_s: float) -> tuple[str, bool]:
+    layers = isolation_available()
+    if "pid" not in layers and not any(layer.startswith("uid=") for layer in layers):
+        return "not run: without a uid drop or pid namespace it could kill your processes", False
     bystander = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", "import time; time.sleep(120)"],
         stdin=subprocess.DEVNULL,
