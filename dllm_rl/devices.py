@@ -32,6 +32,16 @@ def mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def device_type(device: torch.device | str) -> str:
+    """``"npu"`` for ``"npu:0"``; parsed from the string, since ``torch.device("npu")`` only
+    parses once ``torch_npu`` has registered the backend."""
+    return device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+
+
+def _make_device(name: str) -> torch.device:
+    return torch.device(name)
+
+
 def pick_device(preference: str | torch.device = "auto") -> torch.device:
     """The device to run on.
 
@@ -46,31 +56,31 @@ def pick_device(preference: str | torch.device = "auto") -> torch.device:
         ValueError: an explicit device was asked for but is not available here.
     """
     if isinstance(preference, torch.device) or preference != "auto":
-        device = torch.device(preference)
+        kind = device_type(preference)
         available = {
             "cpu": lambda: True,
             "cuda": torch.cuda.is_available,
             "npu": npu_available,
             "mps": mps_available,
-        }.get(device.type)
+        }.get(kind)
         if available is None or not available():
             raise ValueError(
-                f"Device {str(device)!r} was requested but is not available on this machine; "
+                f"Device {str(preference)!r} was requested but is not available on this machine; "
                 "use preference='auto' to pick the best available one (cuda > npu > mps > cpu)."
             )
-        return device
+        return _make_device(str(preference))
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return _make_device("cuda")
     if npu_available():
-        return torch.device("npu")
+        return _make_device("npu")
     if mps_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        return _make_device("mps")
+    return _make_device("cpu")
 
 
 def supports_float64(device: torch.device | str) -> bool:
     """False on Ascend NPU and Apple MPS (no float64 kernels), True elsewhere."""
-    return torch.device(device).type not in _NO_FLOAT64
+    return device_type(device) not in _NO_FLOAT64
 
 
 def sampling_float_dtype(device: torch.device | str) -> torch.dtype:
