@@ -28,9 +28,11 @@ last test. What does not count as passing:
   ``float``, ``complex``, ``str``, ``bytes``, and ``list``, ``tuple``, ``set``, ``frozenset``,
   ``dict``, ``OrderedDict``, ``defaultdict``, ``Counter``, ``deque`` of those): subclasses of
   ``int`` or ``str`` and objects overriding ``__eq__``, ``__ne__`` or ``__bool__`` fail the test;
-- shadowing builtins (``def sorted(...)``, ``builtins.set = ...``): the tests run in a namespace
-  with a copy of the builtins taken before the candidate ran, and see the candidate's names except
-  those that shadow a builtin (the entry point excepted).
+- shadowing builtins (``def sorted(...)``, ``builtins.set = ...``): the setup and tests run in
+  their own namespace, with a copy of the builtins taken before the candidate ran; it holds the
+  candidate's names except those that shadow a builtin (the entry point excepted), and what the
+  setup defines is copied back to the candidate's namespace, so that for the code under test it is
+  one namespace as the contract says.
 
 Known limits (the sandbox process is the real boundary; these are the harness's): code in the
 same interpreter can introspect (``gc``, frames, ``sys.settrace``) to find the harness, its report
@@ -216,10 +218,18 @@ def _harness_main(data: dict) -> None:
     tests_namespace["__strict_plain__"] = strict_plain
     tests_namespace["__strict_cmp__"] = strict_cmp
     if data["setup"]:
+        before = _dict(tests_namespace)
         try:
             _exec(_compile(data["setup"], "test_setup.py", "exec"), tests_namespace)
         except BaseException as exc:
             setup_error = _str(_type(exc).__name__)
+        for key, value in _items(tests_namespace):  # what the setup defines, the candidate sees
+            if (
+                _type(key) is _str
+                and not _starts(key, "__")
+                and before.get(key, before) is not value
+            ):
+                namespace[key] = value
     passed = []
     for test in data["tests"]:
         ok = "0"
