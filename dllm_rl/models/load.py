@@ -256,6 +256,12 @@ def load_model(
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(str(name_or_path))
+    tokenizer = load_tokenizer(name_or_path, fam.name)
+    if fam.name == "masked_lm" and tokenizer is None:
+        raise ValueError(
+            f"{str(name_or_path)!r} has no tokenizer files; a masked LM's mask/EOS/pad ids come "
+            "from its tokenizer. Save the tokenizer next to the weights (tokenizer.save_pretrained)."
+        )
     kwargs: dict[str, Any] = {"config": config, "attn_implementation": attn_implementation}
     if resolved_dtype is not None:
         kwargs["dtype"] = resolved_dtype
@@ -265,5 +271,4 @@ def load_model(
     model.eval()
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    tokenizer = load_tokenizer(name_or_path, fam.name)
     return fam.adapter(model, tokenizer)
