@@ -105,7 +105,9 @@ def derangement(n: int, seed: int = 0) -> list[int]:
     return perm
 
 
-def make_reward(kind: str, workers: int) -> Callable[..., list[float | None]]:
+def make_reward(
+    kind: str, workers: int, code_timeout_s: float = 10.0
+) -> Callable[..., list[float | None]]:
     """The reward function for ``kind`` (the same functions training uses)."""
     if kind == "math":
         from rewards.math import MathGrader
@@ -122,7 +124,8 @@ def make_reward(kind: str, workers: int) -> Callable[..., list[float | None]]:
     if kind == "code":
         from rewards.code import make_code_reward
 
-        return make_code_reward(max_concurrency=workers)  # code_reward, with our concurrency
+        # code_reward itself, with the concurrency and time limit asked for
+        return make_code_reward(max_concurrency=workers, timeout_s=code_timeout_s)
     raise ValueError(f"unknown reward kind {kind!r}")
 
 
@@ -143,7 +146,9 @@ def grade(
     return scores
 
 
-def failure_reason(check: Check, row: dict[str, Any], completion: str, score: Any) -> str:
+def failure_reason(
+    check: Check, row: dict[str, Any], completion: str, score: Any, code_timeout_s: float = 10.0
+) -> str:
     """A short, human-readable reason why a gold completion did not score 1.0."""
     if check.reward == "math":
         from rewards.math import extract_answer
@@ -159,17 +164,23 @@ def failure_reason(check: Check, row: dict[str, Any], completion: str, score: An
     from rewards.code import grade_code
 
     (result,) = grade_code(
-        [completion], [row["tests"]], [row["test_setup"]], [row["code_prefix"]],
+        [completion],
+        [row["tests"]],
+        [row["test_setup"]],
+        [row["code_prefix"]],
         [row["entry_point"]],
-    )  # fmt: skip
+        timeout_s=code_timeout_s,
+    )
     errors = "; ".join(
         f"{what}: {text.strip().splitlines()[-1][:120]}"
         for what, text in (("candidate", result.candidate_error), ("setup", result.setup_error))
         if text.strip()
     )
-    return f"{result.outcome}, {result.passed}/{result.total} passed" + (
-        f"; {errors}" if errors else ""
-    )
+    # Re-run alone, so a pass here after a failure in the batch points at the time limit.
+    again = f"re-graded alone: {result.outcome}, {result.passed}/{result.total} passed"
+    if result.sandbox is not None and result.sandbox.timed_out:
+        again += f" (timed out after {code_timeout_s:g} s)"
+    return again + (f"; {errors}" if errors else "")
 
 
 def mean(values: Sequence[float | None]) -> float:
@@ -199,7 +210,7 @@ def run_check(name: str, check: Check, args: argparse.Namespace) -> dict[str, An
     gold = [check.gold(r) for r in records]
     perm = derangement(n)
     shuffled = [gold[perm[i]] for i in range(n)]
-    reward = make_reward(check.reward, args.workers)
+    reward = make_reward(check.reward, args.workers, args.code_timeout)
 
     # Warm up (the maths pool spawns its workers on first use) so the timing is grading only.
     start = time.perf_counter()
@@ -222,7 +233,7 @@ def run_check(name: str, check: Check, args: argparse.Namespace) -> dict[str, An
             "index": i,
             "id": row_id(records[i], i),
             "score": score,
-            "reason": failure_reason(check, records[i], gold[i], score),
+            "reason": failure_reason(check, records[i], gold[i], score, args.code_timeout),
         }
         for i, score in enumerate(gold_scores)
         if score != 1.0
@@ -315,6 +326,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=64, help="completions per reward call")
     parser.add_argument(
+        "--code-timeout",
+        type=float,
+        default=10.0,
+        help="wall-clock limit of each code program, s (the code reward's default: 10)",
+    )
+    parser.add_argument(
         "--no-sandbox-suite", action="store_true", help="skip the hostile sandbox suite"
     )
     args = parser.parse_args(argv)
@@ -337,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data": str(args.data) if args.data else None,
         "limit": args.limit,
         "workers": args.workers,
+        "code_timeout_s": args.code_timeout,
         "cpu_count": os.cpu_count(),
         "datasets": {},
     }

@@ -19,6 +19,7 @@ _LAZY = {
     "TaskSpec": "dllm_rl.data.registry",
     "get_task": "dllm_rl.data.registry",
     "load_task": "dllm_rl.data.registry",
+    "UnknownTaskError": "dllm_rl.data.registry",
     "TEMPLATES": "dllm_rl.data.templates",
     "DEFAULT_TEMPLATE": "dllm_rl.data.templates",
 }

@@ -165,12 +165,19 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+class UnknownTaskError(KeyError):
+    """A task name that is not in :data:`TASKS` (the message names the close matches)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
 def get_task(name: str) -> TaskSpec:
-    """The registered :class:`TaskSpec` for ``name``; a ``KeyError`` naming close matches."""
+    """The registered :class:`TaskSpec` for ``name``; :class:`UnknownTaskError` otherwise."""
     if name not in TASKS:
         close = difflib.get_close_matches(name, TASKS, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"unknown task {name!r}.{hint} Known tasks: {', '.join(TASKS)}.")
+        raise UnknownTaskError(f"unknown task {name!r}.{hint} Known tasks: {', '.join(TASKS)}.")
     return TASKS[name]
 
 

@@ -7,7 +7,7 @@ import json
 import datasets
 import pytest
 
-from dllm_rl.data import TASKS, load_task
+from dllm_rl.data import TASKS, UnknownTaskError, load_task
 from dllm_rl.data import registry as registry_module
 from dllm_rl.data.code_tasks import mbpp_entry_point, mbpp_row
 from dllm_rl.data.countdown import countdown_row
@@ -121,8 +121,10 @@ def test_chat_and_templates(shared_data):
 
 
 def test_clear_errors(shared_data, monkeypatch, tmp_path):
-    with pytest.raises(KeyError, match="'gsm8k'"):
+    with pytest.raises(UnknownTaskError, match="Did you mean 'gsm8k'") as unknown:
         load_task("gsm8")
+    assert str(unknown.value).startswith("unknown task 'gsm8'")
+    assert isinstance(unknown.value, KeyError)
     with pytest.raises(ValueError, match=r"no split 'train'.*\['test'\]"):
         load_task("math500", "train")
     with pytest.raises(ValueError, match="math_boxed"):
