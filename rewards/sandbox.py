@@ -32,6 +32,7 @@ process, uid and namespaces are the boundary.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import functools
@@ -59,6 +60,7 @@ REPORT_NAME = "__sandbox_report__"  # the reporting function's name in the progr
 _SETUP_FAILED = 70  # the child's exit code when the sandbox itself could not be set up
 _UID_POOL_SIZE = 4096  # uids leased to sandboxed programs when running as root
 _UID_POOL_STARTS = (1_000_000, 60_000)  # first pool fully mapped in this uid namespace is used
+_RECENT_UIDS: collections.deque[int] = collections.deque(maxlen=256)  # leased last, not reused
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def run_program(
     tmp_mb: int = 64,
     max_output_bytes: int = 64 * 1024,
     site_packages: bool = False,
+    namespaces: bool = True,
 ) -> SandboxResult:
     """Run ``source`` as ``__main__`` in a fresh sandboxed interpreter (see the module docstring).
 
@@ -141,6 +144,8 @@ def run_program(
         tmp_mb: size of its private ``/tmp`` (and ``/var/tmp``, ``/dev/shm``) when it has one.
         max_output_bytes: cap on the captured stdout and on the captured stderr.
         site_packages: let it import installed packages (runs without ``-S``).
+        namespaces: use Linux namespaces where allowed (``False``: only limits and the uid drop;
+            for debugging, or hosts where namespaces misbehave).
 
     Returns:
         A :class:`SandboxResult`; infrastructure failures are in ``error``, never raised.
@@ -153,6 +158,8 @@ def run_program(
         "max_open_files": int(max_open_files),
         "max_file_bytes": int(max_file_mb) * 2**20,
         "tmp_mb": int(tmp_mb),
+        "namespaces": bool(namespaces),
+        "parent_mount_ns": _mount_namespace(),
     }
     with _slots():
         return _run(config, max_output_bytes=max_output_bytes, site_packages=site_packages)
@@ -182,6 +189,13 @@ def max_concurrency_default() -> int:
     """Programs run at once per process: ``$DLLM_RL_SANDBOX_CONCURRENCY`` or the CPU count."""
     value = os.environ.get("DLLM_RL_SANDBOX_CONCURRENCY")
     return max(1, int(value)) if value else max(1, os.cpu_count() or 1)
+
+
+def _mount_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -316,15 +330,10 @@ def _collect(
         selector.register(proc.stdout, selectors.EVENT_READ, captures["stdout"])
         selector.register(proc.stderr, selectors.EVENT_READ, captures["stderr"])
         selector.register(results, selectors.EVENT_READ, captures["results"])
-        while selector.get_map():
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-            if exited_at is not None and now - exited_at > 0.5:
-                break  # a straggler still holds a pipe open; the supervisor is gone
-            for key, _ in selector.select(min(deadline - now, 0.25)):
+
+        def read(timeout: float) -> bool:
+            events = selector.select(timeout)
+            for key, _ in events:
                 capture: _Capture = key.data
                 chunk = os.read(key.fd, 65536)
                 room = capture.limit - len(capture.data)
@@ -334,6 +343,19 @@ def _collect(
                     selector.unregister(key.fileobj)
                     if chunk:
                         key.fileobj.close()  # further writes fail instead of filling memory
+            return bool(events)
+
+        while selector.get_map():
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if now >= deadline or (exited_at is not None and now - exited_at > 0.5):
+                # Out of time, or the supervisor is gone and a straggler holds a pipe open:
+                # take what is already written, stop waiting for the rest.
+                while selector.get_map() and read(0):
+                    pass
+                break
+            read(min(deadline - now, 0.25))
     return captures
 
 
@@ -454,6 +476,8 @@ def _lease_uid() -> Iterator[int | None]:
     first = secrets.randbelow(_UID_POOL_SIZE)
     for i in range(_UID_POOL_SIZE):
         uid = pool + (first + i) % _UID_POOL_SIZE
+        if uid in _RECENT_UIDS:  # so that "processes of this uid" means one run's processes
+            continue
         fd = os.open(
             os.path.join(lock_dir, str(uid)), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600
         )
@@ -465,6 +489,7 @@ def _lease_uid() -> Iterator[int | None]:
         try:
             yield uid
         finally:
+            _RECENT_UIDS.append(uid)
             os.close(fd)  # releases the lock
         return
     raise OSError(f"all {_UID_POOL_SIZE} sandbox uids are in use")
@@ -486,7 +511,9 @@ def _uid_pool() -> int | None:
         if mapped("/proc/self/uid_map", lo) and mapped("/proc/self/gid_map", lo):
             return lo
     logger.warning(
-        "no block of %d free uids is mapped; sandboxed code runs as root", _UID_POOL_SIZE
+        "no block of %d free uids is mapped here: sandboxed programs run as root without "
+        "capabilities, not as an unprivileged uid",
+        _UID_POOL_SIZE,
     )
     return None
 
@@ -509,7 +536,7 @@ def _boot_main() -> None:
     os.close(null)
     send = _boot_channel(config.pop("result_fd"), config.pop("token"))
     try:
-        namespaces = _boot_unshare()
+        namespaces = _boot_unshare() if config["namespaces"] else []
         pid = os.fork()
     except Exception as exc:
         send("error", f"sandbox setup failed: {type(exc).__name__}: {exc}")
@@ -612,7 +639,7 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
     sys.path_importer_cache.clear()
     workdir = config["workdir"]
     if "mount" in namespaces:
-        facts += _boot_mount(libc, config["tmp_mb"], "pid" in namespaces)
+        facts += _boot_mount(libc, config, "pid" in namespaces)
         if "private-tmp" in facts:
             workdir = "/tmp"
     os.chdir(workdir)
@@ -633,7 +660,7 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
         facts.append(f"uid={uid}")
-    elif "user" in namespaces:
+    elif os.geteuid() == 0:  # root of a user namespace (ours, or a container's): no uid to drop to
         _boot_drop_capabilities(libc)
         facts.append("no-capabilities")
     pr_set_pdeathsig, pr_set_dumpable, pr_set_no_new_privs = 1, 4, 38
@@ -644,15 +671,34 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
     return facts
 
 
-def _boot_mount(libc, tmp_mb: int, new_pid_namespace: bool) -> list[str]:
-    """Private, size-capped temporary directories and (in a new pid namespace) a private /proc."""
+def _boot_mount(libc, config: dict, new_pid_namespace: bool) -> list[str]:
+    """In the new mount namespace: every file system read-only, private size-capped temporary
+    directories, and (in a new pid namespace) a private /proc. None of it is visible outside."""
     import os
 
-    ms_nosuid, ms_nodev, ms_noexec, ms_rec, ms_private = 2, 4, 8, 0x4000, 1 << 18
+    ms_rdonly, ms_nosuid, ms_nodev, ms_noexec = 1, 2, 4, 8
+    ms_remount, ms_bind, ms_rec, ms_private = 32, 4096, 0x4000, 1 << 18
+    kept = 1 | 2 | 4 | 8 | 1024 | 2048 | 4096  # statvfs flags with MS_ bits; locked ones must stay
+    parent_ns = config["parent_mount_ns"]
+    if not parent_ns or os.readlink("/proc/self/ns/mnt") == parent_ns:
+        return []  # never remount anything unless provably in a namespace of our own
     if libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0:
         return []
-    facts = []
-    options = f"size={int(tmp_mb)}m,mode=1777".encode()
+    with open("/proc/self/mountinfo", "rb") as f:
+        points = [line.split()[4] for line in f]
+    failed = 0
+    for point in points:
+        for escaped, char in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n")):
+            point = point.replace(escaped, char)
+        point = point.replace(b"\\134", b"\\")
+        try:
+            flags = os.statvfs(point).f_flag & kept
+        except OSError:
+            continue
+        flags |= ms_bind | ms_remount | ms_rdonly
+        failed += libc.mount(None, point, None, flags, None) != 0
+    facts = [] if failed else ["read-only-fs"]
+    options = f"size={int(config['tmp_mb'])}m,mode=1777".encode()
     for path in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
         if os.path.isdir(path):
             ok = libc.mount(b"tmpfs", path.encode(), b"tmpfs", ms_nosuid | ms_nodev, options) == 0
