@@ -128,19 +128,38 @@ def reject_early_eos(
     return torch.where(is_eos, scores * gamma, scores)
 
 
-def select_commits(scores: torch.Tensor, still_masked: torch.Tensor, k: int) -> torch.Tensor:
-    """The k highest-scoring still-masked positions of each row.
+def open_positions(block_ids: torch.Tensor, mask_token_id: int, count: int) -> torch.Tensor:
+    """The still-masked positions of each row, ascending; every row has exactly ``count``.
+
+    Args:
+        block_ids: ``[B, K]`` current tokens of the block.
+        mask_token_id: the [MASK] id.
+        count: masked positions per row (known from the schedule, so no device sync).
+
+    Returns:
+        ``[B, count]`` long positions in ``[0, K)``.
+    """
+    is_open = (block_ids == mask_token_id).to(torch.uint8)  # [B, K]
+    return is_open.sort(dim=1, descending=True, stable=True).indices[:, :count]  # [B, count]
+
+
+def select_commits(
+    scores: torch.Tensor, k: int, still_masked: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The k highest-scoring (still-masked) positions of each row.
 
     Args:
         scores: ``[B, K]`` ranking scores.
-        still_masked: ``[B, K]`` bool, False where a token is already committed (never revisited).
         k: tokens to commit in every row at this step (<= masked positions per row).
+        still_masked: ``[B, K]`` bool, False where a token is already committed (never
+            revisited); None when every scored position is still masked.
 
     Returns:
         ``[B, k]`` long positions in ``[0, K)``.
     """
-    ranked = scores.masked_fill(~still_masked, NEG_INF)  # [B, K]
-    return ranked.topk(k, dim=-1).indices  # [B, k]
+    if still_masked is not None:
+        scores = scores.masked_fill(~still_masked, NEG_INF)  # [B, K]
+    return scores.topk(k, dim=-1).indices  # [B, k]
 
 
 def commit_logprobs(

@@ -25,6 +25,7 @@ from dllm_rl.rollout.proposal import (
     confidence_scores,
     exclude_mask_token,
     guided_logits,
+    open_positions,
     propose_tokens,
     reject_early_eos,
     select_commits,
@@ -157,28 +158,37 @@ def _decode_step(
     noise_dtype: torch.dtype,
     generator: torch.Generator | None,
 ) -> None:
-    """Commit ``counts[step]`` tokens per row inside the step's block (in place)."""
+    """Commit ``counts[step]`` tokens per row inside the step's block (in place).
+
+    Only the m still-masked positions of the block are scored: proposal, ranking and log-probs
+    run on ``[B, m, V]``, not on the whole sequence.
+    """
     schedule, p = config.plan, canvas.prompt_length
     lo, hi = schedule.step_bounds(step)
-    k = schedule.counts[step]
+    k, m = schedule.counts[step], schedule.open_before(step)
     logits = _block_logits(model, canvas, p + lo, p + hi, config.cfg_scale)  # [B, K, V]
-    logits = exclude_mask_token(logits, model.mask_token_id)
     block = canvas.ids[:, p + lo : p + hi]  # [B, K] view into the canvas
-    masked = block == model.mask_token_id  # [B, K]
-    tokens = propose_tokens(logits, config.temperature, generator, noise_dtype)  # [B, K]
-    if k == hi - lo:  # the whole block in one step: no ranking needed
+    if m < hi - lo:  # part of the block is committed: keep the m open positions only
+        where = open_positions(block, model.mask_token_id, m)  # [B, m]
+        logits = logits.gather(1, where.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    else:
+        where = torch.arange(m, device=block.device).expand(block.shape[0], -1)  # [B, m]
+    logits = exclude_mask_token(logits, model.mask_token_id)  # [B, m, V]
+    tokens = propose_tokens(logits, config.temperature, generator, noise_dtype)  # [B, m]
+    if k == m:  # the rest of the block in one step: no ranking needed
         picks = torch.arange(k, device=block.device).expand(block.shape[0], -1)  # [B, k]
     else:
-        scores = confidence_scores(logits, tokens, config.remasking, generator)  # [B, K]
+        scores = confidence_scores(logits, tokens, config.remasking, generator)  # [B, m]
         if gamma is not None:
             scores = reject_early_eos(scores, tokens, eos_ids, gamma)
-        picks = select_commits(scores, masked, k)  # [B, k]
+        picks = select_commits(scores, k)  # [B, k] indices into the m open positions
     chosen = tokens.gather(1, picks)  # [B, k]
-    block.scatter_(1, picks, chosen)
-    canvas.unmask_step[:, lo:hi].scatter_(1, picks, step)
+    positions = where.gather(1, picks)  # [B, k] block positions
+    block.scatter_(1, positions, chosen)
+    canvas.unmask_step[:, lo:hi].scatter_(1, positions, step)
     if canvas.logprobs is not None:
         logps = commit_logprobs(logits, picks, chosen, config.temperature)  # [B, k]
-        canvas.logprobs[:, lo:hi].scatter_(1, picks, logps)
+        canvas.logprobs[:, lo:hi].scatter_(1, positions, logps)
 
 
 def encode_prompts(

@@ -67,6 +67,13 @@ class Schedule:
         """Half-open completion positions ``(start, end)`` of the block decoded at ``step``."""
         return self.block_bounds[self.step_block[step]]
 
+    def open_before(self, step: int) -> int:
+        """Masked positions left in the step's block before ``step`` (the same in every row)."""
+        start, end = self.step_bounds(step)
+        block = self.step_block[step]
+        done = sum(c for c, b in zip(self.counts[:step], self.step_block[:step]) if b == block)
+        return end - start - done
+
 
 def _schedule_problems(schedule: Schedule) -> list[str]:
     """Everything wrong with a schedule (empty when it is consistent)."""

@@ -12,6 +12,7 @@ from dllm_rl.rollout.proposal import (
     confidence_scores,
     exclude_mask_token,
     guided_logits,
+    open_positions,
     propose_tokens,
     reject_early_eos,
     select_commits,
@@ -62,7 +63,7 @@ def test_eos_scores_are_scaled_and_others_kept():
 def test_select_commits_skips_committed_positions():
     scores = torch.tensor([[0.9, 0.1, 0.95, 0.7], [0.0, 0.3, 0.2, 0.1]])
     masked = torch.tensor([[True, True, False, True], [True, True, True, True]])
-    got = select_commits(scores, masked, 2).sort(dim=1).values
+    got = select_commits(scores, 2, masked).sort(dim=1).values
     assert got.tolist() == [[0, 3], [1, 2]]
 
 
@@ -122,3 +123,10 @@ def test_gumbel_float64_and_float32_sample_softmax_over_temperature():
     wrong = draw_counts(torch.float64, 1.0, seed=2)
     assert chi2_goodness(wrong, probs) > 10 * CHI2_DF5_Q9999
     assert chi2_homogeneity(c64, wrong) > 10 * CHI2_DF5_Q9999
+
+
+def test_open_positions_lists_masked_positions_in_order():
+    m = 9
+    block = torch.tensor([[m, 4, m, m, 5], [1, 2, m, 3, m]])
+    assert open_positions(block[:1], m, 3).tolist() == [[0, 2, 3]]
+    assert open_positions(block[1:], m, 2).tolist() == [[2, 4]]

@@ -66,7 +66,7 @@ def test_replay_reproduces_every_step(tiny, prompts, name):
         if gammas is not None:
             scores = reject_early_eos(scores, tokens, eos_ids, gammas[s])
         masked = traj.state_before(s)[:, lo:hi] == lm.mask_token_id
-        expected = select_commits(scores, masked, pos.shape[1]).sort(dim=1).values + lo
+        expected = select_commits(scores, pos.shape[1], masked).sort(dim=1).values + lo
         assert torch.equal(pos, expected), s
 
 

@@ -64,6 +64,13 @@ def test_ascending_blocks_are_geometric_from_the_right():
     assert s.step_block == (0, 0, 0, 0, 1, 2, 3)
 
 
+def test_open_before_counts_masks_left_in_the_block():
+    s = uniform_schedule(20, 10, 8)  # [3, 3, 2, 2] per block of 10
+    assert [s.open_before(t) for t in range(8)] == [10, 7, 4, 2, 10, 7, 4, 2]
+    a = ascending_schedule(128, num_blocks=4)  # block 0: steps 0-3 over 15 positions
+    assert [a.open_before(t) for t in range(7)] == [15, 14, 12, 8, 16, 32, 65]
+
+
 def test_ascending_one_block_is_full_diffusion():
     s = ascending_schedule(256)
     assert s.block_bounds == ((0, 256),) and set(s.step_block) == {0}
