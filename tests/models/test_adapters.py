@@ -124,3 +124,53 @@ def test_save_load_round_trip(any_lm, tmp_path):
         loaded.tokenizer("a<answer>1</answer>").input_ids
         == any_lm.tokenizer("a<answer>1</answer>").input_ids
     )
+
+
+def test_mask_helpers_by_hand():
+    from dllm_rl.models.adapter import additive_mask, as_4d_mask, position_ids_from_mask
+
+    pad = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert position_ids_from_mask(pad).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+    m4 = as_4d_mask(pad, 5)  # [2, 1, 5, 5]: every query row sees exactly the real keys
+    assert m4.shape == (2, 1, 5, 5) and m4.dtype == torch.bool
+    assert m4[0, 0].tolist() == [[False, False, True, True, True]] * 5
+    assert m4[1].all()
+    assert as_4d_mask(torch.ones(2, 5), 5) is None  # no padding: nothing to mask
+    assert as_4d_mask(m4, 5) is m4
+    with pytest.raises(ValueError, match="expected"):
+        as_4d_mask(pad, 4)
+    add = additive_mask(m4, torch.float32)
+    assert add[0, 0, 0].tolist() == [torch.finfo(torch.float32).min] * 2 + [0.0] * 3
+
+
+def test_gradient_checkpointing_enable_alias():
+    """The transformers API users know (`gradient_checkpointing_enable`) works on our LLaDA."""
+    import warnings
+
+    from dllm_rl.models import build_tiny_llada
+
+    model = build_tiny_llada(0).model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated alias in transformers >= 5.x
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert all(b.gradient_checkpointing for b in model.model.transformer.blocks)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # peft reads a deprecated transformers flag
+def test_lora_wraps_llada():
+    """peft LoRA on the published module names: same logits at init, grads only on LoRA."""
+    from peft import LoraConfig, get_peft_model
+
+    from dllm_rl.models import build_tiny_llada
+
+    lm = build_tiny_llada(0, init_std=0.2)
+    ids, mask = torch.tensor([[0, 5, 6, 2], [7, 8, 9, 2]]), torch.tensor([[0, 1, 1, 1], [1] * 4])
+    before = lm.logits(ids, mask).detach()
+    targets = ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
+    peft_model = get_peft_model(lm.model, LoraConfig(r=4, target_modules=targets))
+    wrapped = DiffusionLM(peft_model, lm.ids, tokenizer=lm.tokenizer)
+    out = wrapped.logits(ids, mask)
+    torch.testing.assert_close(out, before)
+    out.square().mean().backward()
+    trainable = [n for n, p in peft_model.named_parameters() if p.grad is not None]
+    assert len(trainable) == 2 * len(targets) * 2 and all("lora_" in n for n in trainable)
