@@ -9,18 +9,25 @@ lists those a run actually got):
 - **always**: resource limits (address space, CPU seconds, processes, open files, file size, no
   core dumps), its own session and process group, a wall-clock timeout after which the whole
   program is killed, output read with a cap, a result channel the program cannot trivially forge;
-- **running as root**: the program drops to an unprivileged uid leased for this run only (so
-  ``RLIMIT_NPROC`` applies, which it does not for uid 0, files outside its own directories are
-  read-only or unreadable to it, and it cannot signal any other process), with no new privileges;
+- **running as root**: the program drops to an unprivileged uid leased for this run only
+  (``uid=N``: ``RLIMIT_NPROC`` applies, which it does not for uid 0; root's files are out of
+  reach; it can signal no other process), with no new privileges (setuid binaries do nothing);
+  where no such uid is mapped (a container mapping only root) it keeps uid 0 but loses every
+  capability (``no-capabilities``), as it does inside a user namespace of its own;
 - **root or unprivileged user namespaces**: new network namespace (``net``: no interface is up, not
   even loopback: no network at all), pid namespace (``pid``: the program sees and can signal only
-  its own processes, and all of them die with it), mount namespace with private size-capped
-  ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (``private-tmp``) and its own ``/proc``
-  (``private-proc``), ipc namespace. Inside a user namespace all capabilities are dropped.
+  its own processes, and all of them die with it), mount namespace in which every file system is
+  read-only (``read-only-fs``) except private, size-capped ``/tmp``, ``/var/tmp`` and ``/dev/shm``
+  (``private-tmp``, also its working directory), with its own ``/proc`` (``private-proc``); ipc
+  namespace.
 
 Without root and without user namespaces only the first layer applies: the program then runs as
-your uid, can read what you can read and signal your processes. ``network_isolated`` in every
-result, and :func:`network_isolation_available`, say whether there was a network.
+your uid, can read and write what you can and signal your processes. ``network_isolated`` in
+every result, and :func:`network_isolation_available`, say whether there was a network.
+
+Not covered: CPU and memory shares between programs (no cgroups: ``memory_mb`` bounds each
+process, so a program may use up to ``memory_mb x max_processes``), reading world-readable files
+(the program sees the file system, read-only), kernel exploits.
 
 How a program reports a result: the sandbox puts ``__sandbox_report__(text)`` in the program's
 globals; each call writes ``text`` to a pipe the parent reads, behind a random per-run token.
@@ -56,8 +63,6 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-REPORT_NAME = "__sandbox_report__"  # the reporting function's name in the program's globals
-_SETUP_FAILED = 70  # the child's exit code when the sandbox itself could not be set up
 _UID_POOL_SIZE = 4096  # uids leased to sandboxed programs when running as root
 _UID_POOL_STARTS = (1_000_000, 60_000)  # first pool fully mapped in this uid namespace is used
 _RECENT_UIDS: collections.deque[int] = collections.deque(maxlen=256)  # leased last, not reused
@@ -130,12 +135,13 @@ def run_program(
 ) -> SandboxResult:
     """Run ``source`` as ``__main__`` in a fresh sandboxed interpreter (see the module docstring).
 
-    Blocks while more than :func:`max_concurrency` programs already run in this process.
+    Waits while :func:`max_concurrency_default` programs already run in this process.
 
     Args:
         source: Python source of the program.
         timeout_s: wall-clock budget of the program; it is killed, with every process it started,
-            when the budget is spent. The CPU-time limit is the budget rounded up plus one second.
+            when the budget is spent. Each process also gets a CPU-time limit of the budget plus
+            one to two seconds.
         memory_mb: address-space limit (``RLIMIT_AS``) of each of its processes.
         max_processes: ``RLIMIT_NPROC``: processes and threads it may have (enforced only for a
             non-root uid: when the parent runs as root the program gets its own uid).
@@ -172,7 +178,8 @@ def run_programs(
 
     Args:
         sources: the programs.
-        max_concurrency: at most this many at a time (also bounded by :func:`max_concurrency`).
+        max_concurrency: at most this many at a time (the process-wide cap,
+            :func:`max_concurrency_default`, also applies).
         **limits: keyword arguments of :func:`run_program`.
 
     Returns:
@@ -186,9 +193,15 @@ def run_programs(
 
 
 def max_concurrency_default() -> int:
-    """Programs run at once per process: ``$DLLM_RL_SANDBOX_CONCURRENCY`` or the CPU count."""
+    """Programs run at once per process: ``$DLLM_RL_SANDBOX_CONCURRENCY``, else the CPUs this
+    process may use (several trainer ranks on one machine: set the variable to share them)."""
     value = os.environ.get("DLLM_RL_SANDBOX_CONCURRENCY")
-    return max(1, int(value)) if value else max(1, os.cpu_count() or 1)
+    if value:
+        return max(1, int(value))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _mount_namespace() -> str:
@@ -302,8 +315,8 @@ def _spawn_and_collect(
         proc.wait()
     records = _parse_records(bytes(captures["results"].data), token)
     result = _make_result(records, captures, start, hard_timeout, proc.returncode)
-    if config["uid"] is not None and "pid" not in result.isolation:
-        _kill_all_of_uid(config["uid"])
+    if config["uid"] is not None and ("pid" not in result.isolation or hard_timeout):
+        _kill_all_of_uid(config["uid"])  # what a pid namespace did not (or may not) take down
     return result
 
 
@@ -468,7 +481,7 @@ def _lease_uid() -> Iterator[int | None]:
     if pool is None:
         yield None
         return
-    lock_dir = os.path.join(tempfile.gettempdir(), "dllm-rl-sandbox-uids")
+    lock_dir = "/tmp/dllm-rl-sandbox-uids"  # fixed, not $TMPDIR: all processes must agree
     os.makedirs(lock_dir, mode=0o700, exist_ok=True)
     info = os.lstat(lock_dir)
     if info.st_uid != 0 or not stat.S_ISDIR(info.st_mode):
@@ -712,7 +725,7 @@ def _boot_mount(libc, config: dict, new_pid_namespace: bool) -> list[str]:
 
 
 def _boot_drop_capabilities(libc) -> None:
-    """Inside a user namespace we are its root: give up every capability, for good."""
+    """Root with no uid to drop to (in a user namespace): give up every capability, for good."""
     import ctypes
 
     for cap in range(64):  # PR_CAPBSET_DROP; EINVAL past the last capability
