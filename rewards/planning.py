@@ -160,6 +160,16 @@ def _check_grid(name: str, grid: Any) -> str:
     return grid
 
 
+def _solves(grid: str, puzzle: str) -> bool:
+    """True when ``grid`` is a complete valid 4x4 Sudoku that keeps every given of ``puzzle``."""
+    if len(grid) != SUDOKU_CELLS or any(p not in ("0", g) for p, g in zip(puzzle, grid)):
+        return False
+    rows = [grid[4 * r : 4 * r + 4] for r in range(4)]
+    cols = [grid[c::4] for c in range(4)]
+    boxes = [grid[i] + grid[i + 1] + grid[i + 4] + grid[i + 5] for i in (0, 2, 8, 10)]
+    return all(sorted(unit) == list("1234") for unit in rows + cols + boxes)
+
+
 def sudoku_score(text: str, puzzle: Any, solution: Any) -> float | None:
     """The Sudoku reward of one completion text (see ``sudoku_reward``)."""
     puzzle, solution = _check_grid("puzzle", puzzle), _check_grid("solution", solution)
@@ -170,6 +180,8 @@ def sudoku_score(text: str, puzzle: Any, solution: Any) -> float | None:
     if answer is None:
         return 0.0
     digits = re.sub(r"\D", "", answer)[:SUDOKU_CELLS]
+    if _solves(digits, puzzle):
+        return 1.0  # another valid solution (124 of d1's 500 test puzzles have several)
     correct = sum(1 for i in empty if i < len(digits) and digits[i] == solution[i])
     return correct / len(empty)
 
@@ -187,7 +199,9 @@ def sudoku_reward(
     The answer grid is read leniently from the last ``<answer>`` block: its digits in order,
     anything else (spaces, newlines, ``|``, commas) ignored. The first 16 digits are the grid, row
     by row; with fewer than 16 digits the missing trailing cells count as unfilled; digits past the
-    16th are ignored. Cells given in the puzzle are not scored.
+    16th are ignored. Cells given in the puzzle are not scored. A complete valid grid that keeps
+    the puzzle's givens scores 1.0 even where it differs from the stored solution: some published
+    puzzles (124 of d1's 500 test puzzles) have more than one solution.
 
     Args:
         prompts: unused (TRL signature).

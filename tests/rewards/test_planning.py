@@ -97,3 +97,15 @@ def test_sudoku_no_answer_full_puzzle_and_bad_data():
     assert sudoku_reward(None, ["<answer>1</answer>"], [SOLUTION], [SOLUTION]) == [None]
     with pytest.raises(ValueError, match="16 digits"):
         sudoku_reward(None, ["<answer>1</answer>"], ["10300400"], [SOLUTION])
+
+
+def test_sudoku_other_valid_solution_scores_one():
+    # Both grids are valid and agree on columns 0-1, so the puzzle keeping those has 2 solutions.
+    stored, other = "1234341221434321", "1243342121344312"
+    puzzle = "1200340021004300"
+    assert sudoku_reward(None, [f"<answer>{other}</answer>"], [puzzle], [stored]) == [1.0]
+    # The same valid grid scores by cells against a puzzle whose givens it breaks.
+    breaks = "1234000000000000"  # givens 3, 4 in cells 2, 3 contradict `other`
+    assert sudoku_reward(None, [f"<answer>{other}</answer>"], [breaks], [stored]) == [
+        pytest.approx(sum(a == b for a, b in zip(other[4:], stored[4:])) / 12)
+    ]
