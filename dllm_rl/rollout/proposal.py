@@ -70,7 +70,7 @@ def propose_tokens(
         return logits.argmax(dim=-1)  # [B, K]
     noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=noise_dtype)
     noise.log_().neg_().log_().neg_()  # [B, K, V] standard Gumbel; u = 0 gives -inf, never chosen
-    noise.add_(logits.to(noise_dtype), alpha=1.0 / temperature)  # logits / T + g
+    noise.add_(logits, alpha=1.0 / temperature)  # logits / T + g, computed in noise_dtype
     return noise.argmax(dim=-1)  # [B, K]
 
 

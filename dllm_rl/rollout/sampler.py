@@ -71,6 +71,11 @@ def generate(
     """
     config = config or SamplerConfig()
     prompt_mask = _check_prompts(model, prompt_ids, prompt_mask)
+    if generator is not None and generator.device.type != model.device.type:
+        raise ValueError(
+            f"the generator is on {generator.device} but the model on {model.device}; create it "
+            f"with torch.Generator(device={str(model.device)!r})"
+        )
     schedule = config.plan
     canvas = _new_canvas(model, prompt_ids.to(model.device), prompt_mask.to(model.device), config)
     eos_ids = torch.tensor(config.eos_rejection.resolve_ids(model.ids), device=model.device)

@@ -262,6 +262,9 @@ def test_bad_inputs_fail_before_any_forward(tiny):
         generate(lm, ids, right_padded[:, :2], config)
     with pytest.raises(ValueError, match=r"\[B, P\]"):
         generate(lm, ids[0], None, config)
+    on_meta = DiffusionLM(Exploding().to("meta"), tiny.ids)
+    with pytest.raises(ValueError, match="generator is on cpu but the model on meta"):
+        generate(on_meta, ids, None, config, torch.Generator())
     with pytest.raises(RuntimeError, match="forward was called"):  # valid input reaches forward
         generate(lm, ids, None, config)
 
@@ -273,3 +276,6 @@ def test_generate_text_left_pads(tiny):
     traj = generate_text(tiny, ["ab", "abcd"], SamplerConfig(gen_length=8, steps=4))
     traj.validate()
     assert traj.completion_ids.shape == (2, 8)
+    ids, mask = encode_prompts(tiny, ["hi"], chat_template=True)
+    text = tiny.tokenizer.decode(ids[0])
+    assert text.startswith("<|startoftext|><|start_header_id|>user") and text.endswith("\n\n")
