@@ -20,6 +20,7 @@ import pytest
 from rewards import sandbox
 from rewards.sandbox import (
     SandboxResult,
+    max_wall_s,
     network_isolation_available,
     run_hostile_suite,
     run_program,
@@ -31,8 +32,9 @@ pytestmark = [
     pytest.mark.timeout(180),
 ]
 
-HOSTILE_TIMEOUT_S = 2.0
-BUDGET_S = HOSTILE_TIMEOUT_S + 3.0  # timeout + interpreter start-up + clean-up, on a busy machine
+HOSTILE_TIMEOUT_S = 2.0  # for the programs that must be stopped
+BUDGET_S = max_wall_s(HOSTILE_TIMEOUT_S)  # timeout + start-up grace + forced kill
+PATIENT_S = 20.0  # for the programs that end by themselves (a busy machine must not fail them)
 SECRET = "dllm-secret-4f1c9a"
 
 
@@ -129,11 +131,11 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
     old_secret = os.environ.get("DLLM_SECRET")
     os.environ["DLLM_SECRET"] = SECRET
     programs = {
-        "infinite_loop": ("while True:\n    pass\n", {}),
+        "infinite_loop": ("while True:\n    pass\n", {"timeout_s": HOSTILE_TIMEOUT_S}),
         "fork_bomb": (
             "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
             "        pass\n",
-            {"max_processes": 16},
+            {"max_processes": 16, "timeout_s": HOSTILE_TIMEOUT_S},
         ),
         "memory_bomb": (
             "chunks = []\nwhile True:\n    chunks.append(bytearray(32 * 2**20))\n",
@@ -141,7 +143,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
         ),
         "huge_output": (
             "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
-            {"max_output_bytes": 4096},
+            {"max_output_bytes": 4096, "timeout_s": HOSTILE_TIMEOUT_S},
         ),
         "write_outside": (
             f"for path in {escape_targets!r}:\n"
@@ -177,7 +179,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
 
     def run(item):
         name, (source, limits) = item
-        return name, run_program(source, timeout_s=HOSTILE_TIMEOUT_S, **limits)
+        return name, run_program(source, **{"timeout_s": PATIENT_S, **limits})
 
     try:
         with ThreadPoolExecutor(len(programs)) as pool:
@@ -272,4 +274,4 @@ def test_run_hostile_suite_contains_every_case() -> None:
     assert len(rows) >= 12
     failed = [row for row in rows if not row["contained"]]
     assert not failed, failed
-    assert all(row["wall_s"] < 1.5 + 10 for row in rows)
+    assert all(row["wall_s"] < 60 for row in rows)
