@@ -894,7 +894,7 @@ def _patient(timeout_s: float) -> float:
 
 def _case_infinite_loop(timeout_s: float) -> tuple[str, bool]:
     result = run_program("while True:\n    pass\n", timeout_s=timeout_s)
-    return f"{result.outcome} after {result.wall_s:.1f}s", result.timed_out and _in_time(
+    return f"{result.outcome} at {result.wall_s:.1f}s", result.timed_out and _in_time(
         result, timeout_s
     )
 
@@ -907,7 +907,7 @@ def _case_fork_bomb(timeout_s: float) -> tuple[str, bool]:
     uid = next((int(f[4:]) for f in result.isolation if f.startswith("uid=")), None)
     left = len(_pids_of_uid(uid)) if uid is not None else None
     cleaned = left == 0 if uid is not None else "pid" in result.isolation
-    outcome = f"{result.outcome}; processes left: {'?' if left is None else left}"
+    outcome = f"{result.outcome}, {'?' if left is None else left} left"
     return outcome, result.timed_out and _in_time(result, timeout_s) and cleaned
 
 
@@ -915,16 +915,16 @@ def _case_memory_bomb(timeout_s: float) -> tuple[str, bool]:
     source = "chunks = []\nwhile True:\n    chunks.append(bytearray(32 * 2**20))\n"
     result = run_program(source, timeout_s=_patient(timeout_s), memory_mb=256)
     stopped = "MemoryError" in result.stderr or result.killed_by_signal is not None
-    return f"{result.outcome}, MemoryError: {'MemoryError' in result.stderr}", stopped and not (
-        result.timed_out
-    )
+    error = "MemoryError" if "MemoryError" in result.stderr else "no MemoryError"
+    return f"{error}, {result.outcome}", stopped and not (result.timed_out)
 
 
 def _case_huge_output(timeout_s: float) -> tuple[str, bool]:
     source = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
     result = run_program(source, timeout_s=timeout_s, max_output_bytes=2**16)
     outcome = (
-        f"{result.outcome}, kept {len(result.stdout)} bytes, truncated {result.stdout_truncated}"
+        f"{'capped' if result.stdout_truncated else 'not capped'} at {len(result.stdout)} B, "
+        f"{result.outcome}"
     )
     return outcome, result.stdout_truncated and len(result.stdout) <= 2**16 and _in_time(
         result, timeout_s
@@ -956,10 +956,9 @@ def _case_write_outside(timeout_s: float) -> tuple[str, bool]:
         shutil.rmtree(private_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(targets[1])
-    inside = "; ".join(line.rsplit(" ", 1)[-1] for line in result.stdout.splitlines())
-    return f"inside: {inside}; outside: {len(escaped)} file(s) appeared", not escaped and (
-        result.error is None
-    )
+    inside = ", ".join(line.rsplit(" ", 1)[-1] for line in result.stdout.splitlines())
+    outcome = f"{len(escaped)}/{len(targets)} escaped ({inside})"
+    return outcome, not escaped and (result.error is None)
 
 
 def _case_read_secret(timeout_s: float) -> tuple[str, bool]:
@@ -981,7 +980,8 @@ def _case_read_secret(timeout_s: float) -> tuple[str, bool]:
         if added:
             os.environ.pop("DLLM_SECRET", None)
     leaked = secret in result.stdout or secret in result.stderr
-    return f"{result.outcome}, secret leaked: {leaked}", not leaked and result.error is None
+    outcome = f"{'LEAKED' if leaked else 'not leaked'}, {result.outcome}"
+    return outcome, not leaked and result.error is None
 
 
 def _case_network(timeout_s: float) -> tuple[str, bool]:
@@ -998,7 +998,8 @@ def _case_network(timeout_s: float) -> tuple[str, bool]:
             f"    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
             "    print('connected')\n"
             "except OSError as e:\n"
-            "    print(type(e).__name__, e)\n"
+            "    import errno\n"
+            "    print(errno.errorcode.get(e.errno, type(e).__name__))\n"
         )
         result = run_program(source, timeout_s=_patient(timeout_s))
         try:
@@ -1006,8 +1007,8 @@ def _case_network(timeout_s: float) -> tuple[str, bool]:
             arrived = True
         except BlockingIOError:
             arrived = False
-    isolated = "isolated" if result.network_isolated else "NOT isolated"
-    outcome = f"{isolated}; {result.stdout.strip()[:60]}; connection arrived: {arrived}"
+    isolated = "netns" if result.network_isolated else "NO netns"
+    outcome = f"{isolated}, {'CONNECTED' if arrived else 'no connection'} ({result.stdout.strip()})"
     return outcome, not arrived and result.error is None
 
 
@@ -1039,7 +1040,7 @@ def _case_kill_parent(timeout_s: float) -> tuple[str, bool]:
     finally:
         bystander.kill()
         bystander.wait()
-    outcome = f"{result.outcome}; parent alive; bystander process alive: {alive}"
+    outcome = "parent and bystander alive" if alive else "bystander KILLED"
     return outcome, alive and result.error is None
 
 
