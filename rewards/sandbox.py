@@ -63,7 +63,7 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-_UID_POOL_SIZE = 4096  # uids leased to sandboxed programs when running as root
+_UID_POOL_SIZE = 1024  # uids leased to sandboxed programs when running as root (lock files)
 _UID_POOL_STARTS = (1_000_000, 60_000)  # first pool fully mapped in this uid namespace is used
 _RECENT_UIDS: collections.deque[int] = collections.deque(maxlen=256)  # leased last, not reused
 
