@@ -47,6 +47,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,9 +96,8 @@ def _trim(code: str) -> str:
 
 def defines(code: str, name: str) -> bool:
     """Whether ``code`` defines ``name`` at module level (def, class, assignment, import)."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = _parse(code)
+    if tree is None:
         return (
             re.search(rf"^(async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
         )
@@ -126,11 +126,17 @@ def assemble_candidate(code: str, code_prefix: str | None, entry_point: str | No
 
 
 def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
+    return _parse(code) is not None
+
+
+def _parse(code: str) -> ast.Module | None:
+    """``ast.parse``, or ``None`` for code that does not parse (quietly: MBPP's ``"\\d"``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,9 +183,8 @@ def strict_asserts(source: str) -> str:
 
     Source that does not parse is returned unchanged (it fails in the sandbox as it would anyway).
     """
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    tree = _parse(source)
+    if tree is None:
         return source
     return ast.unparse(ast.fix_missing_locations(_StrictAsserts().visit(tree)))
 
