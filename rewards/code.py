@@ -25,9 +25,10 @@ last test. What does not count as passing:
 - objects that compare equal to everything: inside the test code's ``assert`` statements every
   comparison (``==``, ``!=``, ``<``, ``in``, ...), every operand of ``not``/``and``/``or`` and the
   asserted value itself must be a plain builtin value (exact types ``None``, ``bool``, ``int``,
-  ``float``, ``complex``, ``str``, ``bytes``, and ``list``, ``tuple``, ``set``, ``frozenset``,
-  ``dict``, ``OrderedDict``, ``defaultdict``, ``Counter``, ``deque`` of those): subclasses of
-  ``int`` or ``str`` and objects overriding ``__eq__``, ``__ne__`` or ``__bool__`` fail the test;
+  ``float``, ``complex``, ``str``, ``bytes``, ``bytearray``, ``range``, and ``list``, ``tuple``,
+  ``set``, ``frozenset``, ``dict``, ``OrderedDict``, ``defaultdict``, ``Counter``, ``deque`` of
+  those; a truth test also accepts ``re`` match and pattern objects): subclasses of ``int`` or
+  ``str`` and objects overriding ``__eq__``, ``__ne__`` or ``__bool__`` fail the test;
 - shadowing builtins (``def sorted(...)``, ``builtins.set = ...``): the setup and tests run in
   their own namespace, with a copy of the builtins taken before the candidate ran; it holds the
   candidate's names except those that shadow a builtin (the entry point excepted), and what the
@@ -253,8 +254,10 @@ def _harness_strict_checks():
     """``(strict_plain, strict_cmp)``: the helpers that rewritten asserts call."""
     import collections
     import operator
+    import re
 
-    leaves = frozenset({type(None), bool, int, float, complex, str, bytes})
+    leaves = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
+    truth_only = frozenset({type(re.match("", "")), type(re.compile(""))})  # final C types
     sequences = frozenset({list, tuple, set, frozenset, collections.deque})
     mappings = frozenset(
         {dict, collections.OrderedDict, collections.defaultdict, collections.Counter}
@@ -293,7 +296,8 @@ def _harness_strict_checks():
         return True
 
     def strict_plain(value):
-        if not is_plain(value):
+        kind = _type(value)
+        if not (is_plain(value) or (_type(kind) is type and kind in truth_only)):
             raise AssertionError("strict assert: the value is not a plain builtin value")
         return value
 

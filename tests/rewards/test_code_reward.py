@@ -138,6 +138,8 @@ def test_plain_values_still_compare_normally() -> None:
         "assert abs(f(1)['l'][1][1] - 2.5) < 1e-9",
         "assert f(1)['b'] if True else False",
         "assert all(v == 1 for v in [f(1)['l'][0]])",
+        "import re\nassert re.match('[a-z]+', 'abc') and not re.match('x', 'y')",
+        "assert bytearray(b'x') == b'x' and range(2) == range(0, 2)",
     ]
     assert code_reward(None, [fenced(code)], tests=[tests]) == [1.0]
 
