@@ -70,7 +70,7 @@ def generate(
         ValueError: on malformed prompts, before any forward pass.
     """
     config = config or SamplerConfig()
-    prompt_mask = _check_prompts(model, prompt_ids, prompt_mask)
+    prompt_mask = _check_prompts(prompt_ids, prompt_mask)
     if generator is not None and generator.device.type != model.device.type:
         raise ValueError(
             f"the generator is on {generator.device} but the model on {model.device}; create it "
@@ -97,9 +97,7 @@ def generate(
     )
 
 
-def _check_prompts(
-    model: DiffusionLM, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor | None
-) -> torch.Tensor:
+def _check_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor | None) -> torch.Tensor:
     """Validate the prompt batch; return its padding mask (all ones when None was given)."""
     if prompt_ids.dim() != 2 or prompt_ids.shape[0] == 0:
         raise ValueError(
