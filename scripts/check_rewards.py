@@ -260,7 +260,8 @@ def run_check(name: str, check: Check, args: argparse.Namespace) -> dict[str, An
 
 def run_sandbox_suite() -> dict[str, Any]:
     """The hostile-program suite of the code sandbox, and whether network isolation is active."""
-    from rewards.sandbox import network_isolation_available, run_hostile_suite
+    from rewards.sandbox import network_isolation_available
+    from rewards.sandbox_hostile import run_hostile_suite
 
     start = time.perf_counter()
     cases = run_hostile_suite()

@@ -22,10 +22,10 @@ from rewards.sandbox import (
     SandboxResult,
     max_wall_s,
     network_isolation_available,
-    run_hostile_suite,
     run_program,
     run_programs,
 )
+from rewards.sandbox_hostile import pids_of_uid, run_hostile_suite
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux"),
@@ -219,7 +219,7 @@ def test_fork_bomb_is_contained_and_cleaned_up(hostile) -> None:
     assert result.timed_out and result.wall_s < BUDGET_S
     uid = _uid(result)
     if uid is not None:
-        assert sandbox._pids_of_uid(uid) == []  # nothing left running as its uid
+        assert pids_of_uid(uid) == []  # nothing left running as its uid
     else:
         assert "pid" in result.isolation, "without a uid or pid namespace cleanup is not provable"
 
