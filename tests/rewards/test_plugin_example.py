@@ -15,7 +15,7 @@ import yaml
 
 from rewards.registry import ENTRY_POINT_GROUP, get_reward, resolve_rewards
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "reward_plugin.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "Writing a reward plugin"
 
 
