@@ -54,11 +54,12 @@ def propose_tokens(
     """One token per position: argmax at T = 0, else Gumbel-max, an exact draw of softmax(logits/T).
 
     argmax(logits / T + g) with g = -log(-log u), u ~ U[0, 1), is distributed as
-    softmax(logits / T). The noise is drawn and added in ``noise_dtype`` (float64 where the device
-    has it: low-precision Gumbel noise visibly distorts the tails of the distribution).
+    softmax(logits / T). We keep -g = log(-log u) and take argmin(-g - logits / T), which saves a
+    pass over ``[B, K, V]``. The noise is drawn and combined in ``noise_dtype`` (float64 where the
+    device has it: low-precision Gumbel noise visibly distorts the tails of the distribution).
 
     Args:
-        logits: ``[B, K, V]`` scores.
+        logits: ``[B, K, V]`` scores (-inf for excluded tokens, which are never drawn).
         temperature: T >= 0.
         generator: source of the noise.
         noise_dtype: float64, or float32 on devices without float64 (MPS, Ascend NPU).
@@ -69,9 +70,9 @@ def propose_tokens(
     if temperature == 0.0:
         return logits.argmax(dim=-1)  # [B, K]
     noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=noise_dtype)
-    noise.log_().neg_().log_().neg_()  # [B, K, V] standard Gumbel; u = 0 gives -inf, never chosen
-    noise.add_(logits, alpha=1.0 / temperature)  # logits / T + g, computed in noise_dtype
-    return noise.argmax(dim=-1)  # [B, K]
+    noise.log_().neg_().log_()  # [B, K, V] -g; u = 0 gives +inf: never the argmin
+    noise.sub_(logits, alpha=1.0 / temperature)  # -(logits / T + g), computed in noise_dtype
+    return noise.argmin(dim=-1)  # [B, K]
 
 
 def confidence_scores(
