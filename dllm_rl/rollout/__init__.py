@@ -1,6 +1,7 @@
 """Masked-diffusion rollouts: step schedules, the sampler, and the trajectory record."""
 
 from dllm_rl.rollout.config import REMASKING, EosRejection, SamplerConfig
+from dllm_rl.rollout.proposal import commit_logprobs, exclude_mask_token
 from dllm_rl.rollout.sampler import encode_prompts, generate, generate_text
 from dllm_rl.rollout.schedules import (
     Schedule,
@@ -17,8 +18,10 @@ __all__ = [
     "Schedule",
     "Trajectory",
     "ascending_schedule",
+    "commit_logprobs",
     "encode_prompts",
     "eos_gamma_factors",
+    "exclude_mask_token",
     "generate",
     "generate_text",
     "uniform_schedule",

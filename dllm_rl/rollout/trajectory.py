@@ -29,8 +29,9 @@ class Trajectory:
         mask_token_id: the [MASK] id used to rebuild intermediate states.
         pad_token_id: the id used for left padding (needed to concatenate prompts of different P).
         step_logprobs: ``[B, L]`` float32 or None: log-probability of each committed token under the
-            rollout's own distribution at commit time (``log_softmax(logits / T)`` after CFG;
-            ``log_softmax(logits)`` at T = 0).
+            rollout's own distribution at commit time: ``log_softmax(logits / T)`` after CFG
+            (``log_softmax(logits)`` at T = 0), with [MASK] excluded from the vocabulary
+            (:func:`~dllm_rl.rollout.proposal.exclude_mask_token`).
     """
 
     prompt_ids: torch.Tensor
