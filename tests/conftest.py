@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,5 +21,8 @@ def shared_data_dir() -> Path:
 def shared_data() -> Path:
     path = shared_data_dir()
     if not (path / "gsm8k").is_dir():
-        pytest.skip(f"shared datasets not found at {path}; set DLLM_RL_DATA")
+        message = f"shared datasets not found at {path}; set DLLM_RL_DATA"
+        if os.environ.get("DLLM_RL_REQUIRE_DATA"):  # CI: a missing folder must not pass silently
+            pytest.fail(message)
+        pytest.skip(message)
     return path
