@@ -14,6 +14,9 @@ A :class:`DiffusionLM` wraps a ``torch.nn.Module`` and hides what differs betwee
   LMs, bidirectional by construction, get the 2D padding mask instead: ``mask_format="2d"``.)
 
 Everything downstream (sampler, objectives, trainers) only ever calls :meth:`DiffusionLM.logits`.
+Callers that score a window of positions (the sampler's current block) pass ``positions``; families
+that can (``keeps_logits``) then run the final norm and the LM head on that window only, which at
+LLaDA-8B scale (V = 126464) is the difference between a block and the whole canvas of logits.
 """
 
 from __future__ import annotations
@@ -107,6 +110,23 @@ def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
     return zeros.masked_fill(~mask, torch.finfo(dtype).min)
 
 
+def window_bounds(positions: slice, n: int) -> tuple[int, int]:
+    """``(lo, hi)`` of a contiguous window of a length-N sequence (negative bounds count from N).
+
+    Raises:
+        ValueError: ``positions`` is not a slice, has a step other than 1, or is empty.
+    """
+    if not isinstance(positions, slice):
+        raise ValueError(f"positions must be a slice(lo, hi), got {type(positions).__name__}")
+    lo, hi, step = positions.indices(n)
+    if step != 1 or hi <= lo:
+        raise ValueError(
+            f"positions must be a non-empty contiguous window of the {n} positions, got "
+            f"{positions} (-> [{lo}, {hi}) with step {step})"
+        )
+    return lo, hi
+
+
 @dataclass(eq=False)
 class DiffusionLM:
     """A masked diffusion LM behind one interface.
@@ -126,6 +146,10 @@ class DiffusionLM:
             positions as the row alone. Needed by absolute position embeddings (BERT); what
             Dream's own generation does. LLaDA's published code uses plain 0..N-1 (RoPE is
             shift-invariant), so it stays off there.
+        keeps_logits: the network's ``forward`` accepts transformers' ``logits_to_keep`` as a 1D
+            index tensor of positions and applies the LM head only there (our LLaDA, Dream).
+            Off (the default, for masked LMs and arbitrary wrappers), ``positions`` slices the
+            full output instead.
     """
 
     model: nn.Module
@@ -135,6 +159,7 @@ class DiffusionLM:
     tokenizer: object | None = field(default=None, repr=False)
     mask_format: str = "4d"
     mask_positions: bool = False
+    keeps_logits: bool = False
 
     def __post_init__(self) -> None:
         if self.mask_format not in ("4d", "2d"):
@@ -165,17 +190,27 @@ class DiffusionLM:
         return next(self.model.parameters()).dtype
 
     def logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        positions: slice | None = None,
     ) -> torch.Tensor:
-        """Scores for every position, aligned so that position i scores token i.
+        """Scores aligned so that position i scores token i, for every position or a window.
 
         Args:
             input_ids: ``[B, N]`` token ids (masked positions hold ``mask_token_id``).
             attention_mask: ``[B, N]`` padding mask (1 = real token), or None for no padding.
+            positions: a contiguous window ``slice(lo, hi)`` of positions to score (the whole
+                sequence is still attended to); None scores all N. Equal to
+                ``logits(input_ids, attention_mask)[:, lo:hi]``, without computing the rest
+                when the family supports it (``keeps_logits``).
 
         Returns:
-            ``[B, N, V]`` logits in the model's dtype.
+            ``[B, N, V]`` logits in the model's dtype, or ``[B, hi - lo, V]`` for a window.
         """
+        n = input_ids.shape[1]
+        lo, hi = (0, n) if positions is None else window_bounds(positions, n)
+        window = (lo, hi) != (0, n)
         if attention_mask is None or self.mask_format == "2d":
             mask = attention_mask
         else:
@@ -183,15 +218,29 @@ class DiffusionLM:
         kwargs = {}
         if self.mask_positions and attention_mask is not None:
             kwargs["position_ids"] = position_ids_from_mask(attention_mask)  # [B, N]
+        if window and self.keeps_logits:
+            # Output rows that score positions lo..hi-1 (one to the left under the shift).
+            rows = torch.arange(lo, hi, device=input_ids.device)  # [K]
+            if self.shift_logits:
+                rows = (rows - 1).clamp_(min=0)  # position 0 reuses its own row, as below
+            kwargs["logits_to_keep"] = rows
         out = self.model(input_ids=input_ids, attention_mask=mask, **kwargs)
-        logits = out.logits if hasattr(out, "logits") else out  # [B, N, V]
+        logits = out.logits if hasattr(out, "logits") else out  # [B, N, V] or [B, K, V]
+        if "logits_to_keep" in kwargs:
+            return logits  # [B, K, V], already aligned
         if self.shift_logits:
             # Output i predicts token i+1: move every row one step right. Position 0 has no
             # predictor; it is always a prompt token, so it reuses its own row.
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)  # [B, N, V]
+        if window:
+            # A copy, so that the caller does not keep the whole [B, N, V] alive through a view.
+            logits = logits[:, lo:hi].clone()  # [B, K, V]
         return logits
 
     def __call__(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        positions: slice | None = None,
     ) -> torch.Tensor:
-        return self.logits(input_ids, attention_mask)
+        return self.logits(input_ids, attention_mask, positions)

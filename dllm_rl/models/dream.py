@@ -130,6 +130,7 @@ def dream_adapter(model: DreamModel, tokenizer: object | None = None) -> Diffusi
         family="dream",
         tokenizer=tokenizer,
         mask_positions=True,
+        keeps_logits=True,  # Qwen2ForCausalLM's logits_to_keep
     )
 
 

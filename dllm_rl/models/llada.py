@@ -224,6 +224,21 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x32 * cos + rotated * sin).to(x.dtype)
 
 
+def keep_positions(x: torch.Tensor, logits_to_keep: int | torch.Tensor | None) -> torch.Tensor:
+    """The positions of ``x [B, N, d]`` to score: ``[B, K, d]`` (``logits_to_keep`` as in
+    transformers: an int n keeps the last n, 0 or None keeps all, a ``[K]`` tensor indexes)."""
+    if logits_to_keep is None:
+        return x
+    if isinstance(logits_to_keep, int):
+        return x[:, -logits_to_keep:] if logits_to_keep else x
+    if logits_to_keep.dim() != 1:
+        raise ValueError(
+            f"logits_to_keep must be an int or a 1D index tensor, got shape "
+            f"{tuple(logits_to_keep.shape)}"
+        )
+    return x[:, logits_to_keep]
+
+
 class LLaDABlock(GradientCheckpointingLayer):
     """One pre-norm LLaMA-style block under the published names."""
 
@@ -359,6 +374,7 @@ class LLaDAModelLM(PreTrainedModel):
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor | None = None,
         **kwargs,
     ) -> MaskedLMOutput:
         """Args:
@@ -367,9 +383,12 @@ class LLaDAModelLM(PreTrainedModel):
             inputs_embeds: ``[B, N, d]`` instead of ``input_ids``.
             position_ids: ``[B, N]`` RoPE positions; default ``0..N-1`` (as published).
             output_hidden_states: also return the input of every block and the final state.
+            logits_to_keep: as in transformers' causal LMs: a ``[K]`` index tensor of positions,
+                or an int n for the last n (0 or None: all). The final norm and the output
+                head run on those positions only; attention still covers all N.
 
         Returns:
-            MaskedLMOutput with ``logits [B, N, V]`` (float in the model dtype).
+            MaskedLMOutput with ``logits [B, N, V]`` (or ``[B, K, V]``; float in the model dtype).
         """
         if kwargs.get("past_key_values") is not None or kwargs.get("use_cache"):
             raise ValueError("LLaDA is bidirectional: there is no KV cache (use_cache must be off)")
@@ -390,9 +409,12 @@ class LLaDAModelLM(PreTrainedModel):
             if hidden is not None:
                 hidden.append(x)
             x = block(x, mask, cos, sin)
+        if hidden is None:
+            x = keep_positions(x, logits_to_keep)  # [B, K, d]: norm and head where scored only
         x = t.ln_f(x)
         if hidden is not None:
-            hidden.append(x)
+            hidden.append(x)  # the final state of every position
+            x = keep_positions(x, logits_to_keep)  # [B, K, d]
         head = t.wte.weight if self.config.weight_tying else t.ff_out.weight
         logits = F.linear(x, head, None if self.config.weight_tying else t.ff_out.bias)
         if self.config.scale_logits:
@@ -443,6 +465,7 @@ def llada_adapter(model: LLaDAModelLM, tokenizer: object | None = None) -> Diffu
         shift_logits=False,
         family="llada",
         tokenizer=tokenizer,
+        keeps_logits=True,
     )
 
 

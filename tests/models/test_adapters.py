@@ -174,3 +174,36 @@ def test_lora_wraps_llada():
     out.square().mean().backward()
     trainable = [n for n, p in peft_model.named_parameters() if p.grad is not None]
     assert len(trainable) == 2 * len(targets) * 2 and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.parametrize("pad", [0, 4])
+@pytest.mark.parametrize("window", [(0, 5), (6, 13), (13, 14)])
+@torch.no_grad()
+def test_positions_score_a_window(any_lm, pad, window):
+    """``positions=slice(a, b)`` is ``[:, a:b]`` of the full scores, and the families that can
+    (``keeps_logits``) run their LM head on those b - a positions only.
+
+    Windows starting at 0 take Dream's "position 0 reuses its own row" branch.
+    """
+    lo, hi = window
+    ids, mask = _left_pad(any_lm, [_ids(any_lm, 14 - pad, seed=6), _ids(any_lm, 14, seed=7)])
+    mask = mask if pad else None
+    heights = []
+    any_lm.model.register_forward_hook(lambda _m, _a, out: heights.append(out.logits.shape[1]))
+    full = any_lm.logits(ids, mask)  # [2, 14, V]
+    part = any_lm.logits(ids, mask, positions=slice(lo, hi))  # [2, hi - lo, V]
+    assert part.shape == (2, hi - lo, full.shape[-1])
+    # Equal up to the GEMM's rounding: a BLAS may pick another kernel for fewer output rows.
+    torch.testing.assert_close(part, full[:, lo:hi], atol=1e-5, rtol=1e-5)
+    assert heights == [14, hi - lo if any_lm.keeps_logits else 14]
+
+
+def test_positions_must_be_a_contiguous_window():
+    from dllm_rl.models import build_tiny_llada
+
+    lm = build_tiny_llada(0)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert lm.logits(ids, positions=slice(-2, None)).shape[1] == 2  # counted from the end
+    for bad in (slice(0, 4, 2), slice(3, 3), 2):
+        with pytest.raises(ValueError, match="positions"):
+            lm.logits(ids, positions=bad)

@@ -289,3 +289,21 @@ def test_config_round_trip(tmp_path):
     assert saved["model_type"] == "llada" and saved["d_model"] == 64 and saved["n_kv_heads"] == 2
     again = LLaDAConfig.from_pretrained(tmp_path)
     assert (again.d_model, again.n_kv_heads, again.mask_token_id) == (64, 2, config.mask_token_id)
+
+
+@torch.no_grad()
+def test_logits_to_keep_as_in_transformers():
+    """An index tensor or "the last n" keep those rows; hidden states still cover every position."""
+    lm = build_tiny_llada(0, init_std=0.2)
+    ids = torch.randint(10, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    full = lm.model(input_ids=ids, output_hidden_states=True)
+    rows = torch.tensor([0, 3, 3, 8])
+    kept = lm.model(input_ids=ids, logits_to_keep=rows, output_hidden_states=True)
+    torch.testing.assert_close(kept.logits, full.logits[:, rows], atol=1e-5, rtol=1e-5)
+    assert kept.hidden_states[-1].shape == (2, 9, 64)
+    assert torch.equal(kept.hidden_states[-1], full.hidden_states[-1])
+    last = lm.model(input_ids=ids, logits_to_keep=3).logits
+    torch.testing.assert_close(last, full.logits[:, -3:], atol=1e-5, rtol=1e-5)
+    assert torch.equal(lm.model(input_ids=ids, logits_to_keep=0).logits, full.logits)
+    with pytest.raises(ValueError, match="1D"):
+        lm.model(input_ids=ids, logits_to_keep=rows[None])
