@@ -3,13 +3,16 @@
 
     python scripts/bench_rollout.py --preset tiny --gen-length 256 --batch-size 16 --out FILE.json
     python scripts/bench_rollout.py --preset llada-8b --device cuda --dtype bfloat16 --repeats 3
+    python scripts/bench_rollout.py --preset tiny --vocab-size 32768 --batch-size 8 --gen-length 128
 
 For each sampler configuration (d1's uniform setting, ascending step size, ascending + EOS early
 rejection) it decodes one batch and records ``steps``, ``nfe_per_sample`` (model forwards each
 sample went through), ``tokens_per_s`` (completion tokens per second), ``wall_s``,
-``peak_mem_mb`` (CUDA: peak allocated; CPU: the process's peak RSS so far) and ``forward_share``
-(fraction of the wall time spent inside model forwards, timed with device synchronisation). What
-is left after the forwards is the sampler's own overhead.
+``peak_mem_mb`` (CUDA: peak allocated since the configuration started; CPU: the process's peak
+RSS so far, warm-up and earlier configurations included) and ``forward_share`` (fraction of the
+wall time spent inside model forwards, timed with device synchronisation). What is left after the
+forwards is the sampler's own overhead. A large ``--vocab-size`` on the tiny preset makes the
+sampler's ``[B, K, V]`` working memory, not the weights, dominate the peak, as at 8B scale.
 
 Random weights make the timings representative (the work per step does not depend on the
 weights) but not the texts, which are noise.
@@ -48,12 +51,15 @@ PRESETS = ("tiny", *LLADA_SHAPES)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_model(preset: str, device: torch.device, dtype: torch.dtype) -> DiffusionLM:
-    """A random-weight model of the preset's shape on ``device``."""
+def build_model(
+    preset: str, device: torch.device, dtype: torch.dtype, vocab_size: int | None = None
+) -> DiffusionLM:
+    """A random-weight model of the preset's shape on ``device`` (``vocab_size``: tiny only)."""
     if preset == "tiny":
-        from dllm_rl.models.tiny import build_tiny_llada
+        from dllm_rl.models.tiny import TINY_VOCAB_SIZE, build_tiny_llada
 
-        return _to(build_tiny_llada(seed=0, dtype=dtype, **TINY_BENCH), device)
+        vocab = vocab_size or TINY_VOCAB_SIZE
+        return _to(build_tiny_llada(seed=0, dtype=dtype, vocab_size=vocab, **TINY_BENCH), device)
     from dllm_rl.models.llada import LLaDAConfig, LLaDAModelLM, llada_adapter
 
     config = LLaDAConfig(**LLADA_SHAPES[preset], vocab_size=126464, embedding_size=126464)
@@ -111,10 +117,10 @@ class ForwardTimer:
         self.cuda = self.lm.device.type == "cuda"
         self.lm.logits = self  # instance attribute shadows the method
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    def __call__(self, input_ids: torch.Tensor, *args, **kwargs):
         self._sync()
         start, cpu_start = time.perf_counter(), time.process_time()
-        out = self.inner(input_ids, attention_mask)
+        out = self.inner(input_ids, *args, **kwargs)  # attention_mask, positions
         self._sync()
         self.seconds += time.perf_counter() - start
         self.cpu_seconds += time.process_time() - cpu_start
@@ -200,6 +206,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--prompt-length", type=int, default=32, help="longest prompt (left-padded)"
     )
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="tiny preset only: vocabulary size (default 128), e.g. 126464 to see the cost of "
+        "LLaDA's vocabulary on the sampler's working memory without an 8B model",
+    )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, npu")
     parser.add_argument(
@@ -213,6 +226,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.vocab_size is not None and args.preset != "tiny":
+        raise SystemExit(
+            f"--vocab-size applies to the tiny preset only; {args.preset} has LLaDA's 126464"
+        )
     device = pick_device(args.device)
     dtype = DTYPES[args.dtype or ("float32" if device.type == "cpu" else "bfloat16")]
     configs = bench_configs(args.gen_length, args.temperature)
@@ -222,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         if unknown:
             raise SystemExit(f"unknown configs {unknown}; choose from {list(configs)}")
         configs = {c: configs[c] for c in wanted}
-    lm = build_model(args.preset, device, dtype)
+    lm = build_model(args.preset, device, dtype, args.vocab_size)
     prompts = random_prompts(
         lm, args.batch_size, args.prompt_length, torch.Generator().manual_seed(0)
     )
@@ -238,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model_overrides": TINY_BENCH if args.preset == "tiny" else LLADA_SHAPES[args.preset],
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
+        "vocab_size": lm.model.get_input_embeddings().num_embeddings,
         "batch_size": args.batch_size,
         "gen_length": args.gen_length,
         "prompt_length": args.prompt_length,

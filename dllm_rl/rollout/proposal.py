@@ -1,13 +1,42 @@
 """Pure tensor maths of one decoding step: propose tokens, score them, pick the ones to commit.
 
 Shapes: ``B`` rows, ``K`` scored positions (the current block), ``V`` vocabulary.
+
+Working memory. Everything that needs a ``[B, K, V]`` temporary wider than the logits (float64
+Gumbel noise, float32 copies for softmax) runs over the ``B * K`` rows in chunks of at most
+``CHUNK_BYTES`` per temporary: at LLaDA-8B scale (V = 126464, B = 16, K = 256) the float64 noise
+alone is 4 GiB unchunked. Every row is computed on its own, so on CPU chunking changes no result
+bit; on CUDA only the Gumbel noise stream differs (see :func:`propose_tokens`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
+from dllm_rl.rollout.config import REMASKING
+
 NEG_INF = float("-inf")
+
+# Largest temporary of one chunk, in bytes (float64 noise: 265 rows of V = 126464).
+CHUNK_BYTES = 256 * 2**20
+
+
+def row_chunks(rows: int, row_bytes: int, budget: int = CHUNK_BYTES) -> Iterator[slice]:
+    """Consecutive slices of ``range(rows)`` whose temporaries fit ``budget`` (at least one row).
+
+    Args:
+        rows: number of rows (``B * K``).
+        row_bytes: bytes of one row of the temporary (``V * itemsize``).
+        budget: bytes per chunk.
+
+    Yields:
+        ``slice(start, stop)`` in ascending order, covering every row once.
+    """
+    step = max(1, budget // max(1, row_bytes))
+    for start in range(0, rows, step):
+        yield slice(start, min(start + step, rows))
 
 
 def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
@@ -50,6 +79,7 @@ def propose_tokens(
     temperature: float,
     generator: torch.Generator | None = None,
     noise_dtype: torch.dtype = torch.float64,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> torch.Tensor:
     """One token per position: argmax at T = 0, else Gumbel-max, an exact draw of softmax(logits/T).
 
@@ -58,21 +88,35 @@ def propose_tokens(
     pass over ``[B, K, V]``. The noise is drawn and combined in ``noise_dtype`` (float64 where the
     device has it: low-precision Gumbel noise visibly distorts the tails of the distribution).
 
+    The noise is drawn in chunks of rows of the row-major ``[B * K, V]`` view, in order, so no
+    more than ``chunk_bytes`` of it exists at once. On CPU the generator's stream is consumed
+    element by element, so the draws (and tokens) are bit-identical to one ``[B, K, V]`` draw. On
+    CUDA (Philox, whose offsets depend on each launch's size) a chunked draw is a different but
+    equally deterministic stream: fixed by the generator, ``V`` and ``chunk_bytes``.
+
     Args:
         logits: ``[B, K, V]`` scores (-inf for excluded tokens, which are never drawn).
         temperature: T >= 0.
         generator: source of the noise.
         noise_dtype: float64, or float32 on devices without float64 (MPS, Ascend NPU).
+        chunk_bytes: largest noise chunk, in bytes.
 
     Returns:
         ``[B, K]`` long token ids.
     """
     if temperature == 0.0:
         return logits.argmax(dim=-1)  # [B, K]
-    noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=noise_dtype)
-    noise.log_().neg_().log_()  # [B, K, V] -g; u = 0 gives +inf: never the argmin
-    noise.sub_(logits, alpha=1.0 / temperature)  # -(logits / T + g), computed in noise_dtype
-    return noise.argmin(dim=-1)  # [B, K]
+    v = logits.shape[-1]
+    flat = logits.reshape(-1, v)  # [B*K, V], a view of contiguous logits
+    tokens = torch.empty(flat.shape[0], dtype=torch.long, device=logits.device)  # [B*K]
+    row_bytes = v * torch.finfo(noise_dtype).bits // 8
+    for rows in row_chunks(flat.shape[0], row_bytes, chunk_bytes):
+        shape = (rows.stop - rows.start, v)
+        noise = torch.rand(shape, generator=generator, device=logits.device, dtype=noise_dtype)
+        noise.log_().neg_().log_()  # [c, V] -g; u = 0 gives +inf: never the argmin
+        noise.sub_(flat[rows], alpha=1.0 / temperature)  # -(logits / T + g), in noise_dtype
+        tokens[rows] = noise.argmin(dim=-1)  # [c]
+    return tokens.view(logits.shape[:-1])  # [B, K]
 
 
 def confidence_scores(
@@ -80,10 +124,12 @@ def confidence_scores(
     tokens: torch.Tensor,
     remasking: str,
     generator: torch.Generator | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> torch.Tensor:
     """Nonnegative ranking score of each proposal (higher is committed first).
 
     Every score is >= 0 so that multiplying by an EOS factor gamma < 1 never raises a rank.
+    Scores are computed over chunks of rows (float32 copies of at most ``chunk_bytes``).
 
     Args:
         logits: ``[B, K, V]`` scores (after guidance, before temperature, as in LLaDA).
@@ -91,24 +137,34 @@ def confidence_scores(
         remasking: "low_confidence" p(token), "random" U[0, 1), "entropy" exp(-H(p)),
             "margin" p_top1 - p_top2.
         generator: source of the "random" scores.
+        chunk_bytes: largest float32 copy of logits, in bytes.
 
     Returns:
         ``[B, K]`` float32 scores.
     """
+    if remasking not in REMASKING:
+        raise ValueError(f"unknown remasking {remasking!r}; expected one of {REMASKING}")
     if remasking == "random":
         return torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    logits = logits.float()
+    v = logits.shape[-1]
+    flat, flat_tokens = logits.reshape(-1, v), tokens.reshape(-1)  # [B*K, V], [B*K]
+    scores = torch.empty(flat_tokens.shape, dtype=torch.float32, device=logits.device)
+    for rows in row_chunks(flat.shape[0], 4 * v, chunk_bytes):
+        scores[rows] = _row_confidence(flat[rows].float(), flat_tokens[rows], remasking)
+    return scores.view(tokens.shape)  # [B, K]
+
+
+def _row_confidence(logits: torch.Tensor, tokens: torch.Tensor, remasking: str) -> torch.Tensor:
+    """:func:`confidence_scores` of ``[c, V]`` float32 rows and ``[c]`` tokens: ``[c]``."""
     if remasking == "low_confidence":
-        picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, K]
-        return (picked - logits.logsumexp(dim=-1)).exp()  # [B, K] p(token)
-    logp = logits.log_softmax(dim=-1)  # [B, K, V]
+        picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [c]
+        return (picked - logits.logsumexp(dim=-1)).exp()  # [c] p(token)
+    logp = logits.log_softmax(dim=-1)  # [c, V]
     if remasking == "entropy":
-        entropy = -(logp.exp() * logp).nan_to_num_(0.0).sum(dim=-1)  # [B, K]; 0 log 0 = 0
+        entropy = -(logp.exp() * logp).nan_to_num_(0.0).sum(dim=-1)  # [c]; 0 log 0 = 0
         return (-entropy).exp()
-    if remasking == "margin":
-        top2 = logp.topk(2, dim=-1).values.exp()  # [B, K, 2]
-        return top2[..., 0] - top2[..., 1]
-    raise ValueError(f"unknown remasking {remasking!r}")
+    top2 = logp.topk(2, dim=-1).values.exp()  # [c, 2] (margin)
+    return top2[..., 0] - top2[..., 1]
 
 
 def reject_early_eos(
@@ -164,7 +220,11 @@ def select_commits(
 
 
 def commit_logprobs(
-    logits: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor, temperature: float
+    logits: torch.Tensor,
+    positions: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> torch.Tensor:
     """log_softmax(logits / T) of the committed tokens (T = 0 scores with log_softmax(logits)).
 
@@ -173,13 +233,19 @@ def commit_logprobs(
         positions: ``[B, k]`` committed positions in ``[0, K)``.
         tokens: ``[B, k]`` committed ids.
         temperature: T of the rollout.
+        chunk_bytes: largest float32 copy of logit rows, in bytes.
 
     Returns:
         ``[B, k]`` float32 log-probabilities.
     """
-    v = logits.shape[-1]
-    rows = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, v)).float()  # [B, k, V]
-    if temperature > 0.0:
-        rows = rows / temperature
-    picked = rows.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, k]
-    return picked - rows.logsumexp(dim=-1)  # [B, k]
+    b, k = positions.shape
+    batch = torch.arange(b, device=positions.device).repeat_interleave(k)  # [B*k]
+    where, picked = positions.reshape(-1), tokens.reshape(-1)  # [B*k] each
+    logps = torch.empty(where.shape, dtype=torch.float32, device=logits.device)  # [B*k]
+    for rows in row_chunks(where.shape[0], 4 * logits.shape[-1], chunk_bytes):
+        block = logits[batch[rows], where[rows]].float()  # [c, V]
+        if temperature > 0.0:
+            block = block / temperature
+        chosen = block.gather(-1, picked[rows].unsqueeze(-1)).squeeze(-1)  # [c]
+        logps[rows] = chosen - block.logsumexp(dim=-1)
+    return logps.view(tokens.shape)  # [B, k]

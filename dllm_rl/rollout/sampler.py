@@ -139,15 +139,20 @@ def _new_canvas(
 def _block_logits(
     model: DiffusionLM, canvas: _Canvas, lo: int, hi: int, cfg_scale: float
 ) -> torch.Tensor:
-    """One forward (two batched for CFG); logits of canvas positions [lo, hi) only: ``[B, K, V]``."""
+    """One forward (two batched for CFG) that scores canvas positions [lo, hi) only: ``[B, K, V]``.
+
+    The whole canvas is attended to, but families with ``keeps_logits`` (LLaDA, Dream) run the
+    LM head on the block alone: no ``[B, P+L, V]`` tensor is built.
+    """
+    block = slice(lo, hi)
     if canvas.uncond_prompt is None:
-        return model.logits(canvas.ids, canvas.attention_mask)[:, lo:hi]  # [B, K, V]
+        return model.logits(canvas.ids, canvas.attention_mask, positions=block)  # [B, K, V]
     p = canvas.prompt_length
     uncond = torch.cat([canvas.uncond_prompt, canvas.ids[:, p:]], dim=1)  # [B, P+L]
     both_ids = torch.cat([canvas.ids, uncond], dim=0)  # [2B, P+L]
     mask = canvas.attention_mask
     both_mask = None if mask is None else torch.cat([mask, mask], dim=0)
-    cond, unc = model.logits(both_ids, both_mask)[:, lo:hi].chunk(2, dim=0)  # [B, K, V] each
+    cond, unc = model.logits(both_ids, both_mask, positions=block).chunk(2, dim=0)  # [B, K, V]
     return guided_logits(cond, unc, cfg_scale)
 
 

@@ -15,6 +15,7 @@ from dllm_rl.rollout.proposal import (
     open_positions,
     propose_tokens,
     reject_early_eos,
+    row_chunks,
     select_commits,
 )
 
@@ -130,3 +131,75 @@ def test_open_positions_lists_masked_positions_in_order():
     block = torch.tensor([[m, 4, m, m, 5], [1, 2, m, 3, m]])
     assert open_positions(block[:1], m, 3).tolist() == [[0, 2, 3]]
     assert open_positions(block[1:], m, 2).tolist() == [[2, 4]]
+
+
+def test_row_chunks_cover_every_row_once_within_the_budget():
+    # 10 rows of 24 bytes in 100 bytes: floor(100 / 24) = 4 rows per chunk -> 4 + 4 + 2.
+    got = [(c.start, c.stop) for c in row_chunks(10, 24, 100)]
+    assert got == [(0, 4), (4, 8), (8, 10)]
+    assert [(c.start, c.stop) for c in row_chunks(3, 500, 100)] == [(0, 1), (1, 2), (2, 3)]
+    assert list(row_chunks(0, 24, 100)) == []
+
+
+def _block_logits(seed: int = 0) -> torch.Tensor:
+    """``[B=3, K=7, V=37]`` logits with [MASK] (id 2) excluded; V not a multiple of any SIMD width."""
+    logits = 3 * torch.randn(3, 7, 37, generator=torch.Generator().manual_seed(seed))
+    return exclude_mask_token(logits, 2)
+
+
+# Chunks of 1, 2, 5 (cuts rows of the batch in the middle), 20 rows, and everything at once.
+CHUNK_ROWS = [1, 2, 5, 20, 21]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("temperature", [1.0, 0.3])
+def test_chunked_gumbel_draws_are_the_unchunked_draws(dtype, temperature):
+    """CPU: the noise is drawn row by row in memory order, so any chunking gives the same tokens
+    and leaves the generator where one ``[B, K, V]`` draw would (later draws are unchanged)."""
+    logits = _block_logits()
+    row_bytes = 37 * torch.finfo(dtype).bits // 8
+    reference = torch.Generator().manual_seed(5)
+    noise = torch.rand(logits.shape, generator=reference, dtype=dtype)
+    expected = noise.log().neg().log().sub(logits, alpha=1 / temperature).argmin(-1)  # [B, K]
+    for rows in CHUNK_ROWS:
+        gen = torch.Generator().manual_seed(5)
+        got = propose_tokens(logits, temperature, gen, dtype, chunk_bytes=rows * row_bytes)
+        assert torch.equal(got, expected), rows
+        assert torch.equal(gen.get_state(), reference.get_state()), rows
+
+
+def test_gumbel_noise_stays_within_the_chunk_budget(monkeypatch):
+    logits, sizes, rand = _block_logits(), [], torch.rand
+
+    def recording_rand(shape, **kwargs):
+        sizes.append(math.prod(shape) * torch.finfo(kwargs["dtype"]).bits // 8)
+        return rand(shape, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", recording_rand)
+    propose_tokens(logits, 1.0, torch.Generator().manual_seed(0), chunk_bytes=5 * 37 * 8)
+    # 21 rows of 37 float64 in chunks of 5 rows: 5, 5, 5, 5, 1.
+    assert sizes == [5 * 37 * 8] * 4 + [37 * 8]
+
+
+@pytest.mark.parametrize("remasking", ["low_confidence", "entropy", "margin"])
+def test_chunked_confidence_is_the_unchunked_confidence(remasking):
+    logits = _block_logits(1)
+    tokens = propose_tokens(logits, 1.0, torch.Generator().manual_seed(0))  # [3, 7]
+    whole = confidence_scores(logits, tokens, remasking, chunk_bytes=2**30)
+    for rows in CHUNK_ROWS:
+        got = confidence_scores(logits, tokens, remasking, chunk_bytes=rows * 37 * 4)
+        assert torch.equal(got, whole), rows
+    with pytest.raises(ValueError, match="unknown remasking"):
+        confidence_scores(logits, tokens, "lowest_confidence")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_chunked_commit_logprobs_are_the_unchunked_ones(temperature):
+    logits = _block_logits(2)  # [3, 7, 37]
+    positions = torch.tensor([[6, 0], [3, 4], [1, 1]])  # [B, k]
+    tokens = torch.tensor([[5, 9], [0, 36], [11, 12]])
+    rows = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, 37)) / temperature
+    expected = rows.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - rows.logsumexp(-1)  # [B, k]
+    for chunk in (1, 4, 6):
+        got = commit_logprobs(logits, positions, tokens, temperature, chunk_bytes=chunk * 37 * 4)
+        assert torch.equal(got, expected), chunk

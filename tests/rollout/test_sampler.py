@@ -9,8 +9,10 @@ from torch import nn
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.rollout import SamplerConfig, Trajectory, encode_prompts, generate, generate_text
 from dllm_rl.rollout.proposal import (
+    commit_logprobs,
     confidence_scores,
     exclude_mask_token,
+    propose_tokens,
     reject_early_eos,
     select_commits,
 )
@@ -279,3 +281,45 @@ def test_generate_text_left_pads(tiny):
     ids, mask = encode_prompts(tiny, ["hi"], chat_template=True)
     text = tiny.tokenizer.decode(ids[0])
     assert text.startswith("<|startoftext|><|start_header_id|>user") and text.endswith("\n\n")
+
+
+@pytest.mark.parametrize("cfg_scale", [0.0, 1.0])
+@torch.no_grad()
+def test_forwards_score_the_current_block_only(tiny, prompts, cfg_scale):
+    """The LM head runs on the step's block of K = 8 positions, never on the whole canvas."""
+    config = SamplerConfig(gen_length=32, block_length=8, steps=8, cfg_scale=cfg_scale)
+    shapes = []
+    hook = tiny.model.register_forward_hook(lambda _m, _a, out: shapes.append(out.logits.shape))
+    try:
+        generate(tiny, *prompts, config)
+    finally:
+        hook.remove()
+    rows = 6 if cfg_scale else 3  # CFG batches the prompt-masked rows with the others
+    assert shapes == [(rows, 8, tiny.model.config.vocab_size)] * 8
+
+
+@torch.no_grad()
+def test_chunked_working_memory_gives_the_same_rollout(tiny, prompts, monkeypatch):
+    """Row chunks of 1 (noise, float32 copies) change nothing in a sampled rollout (CPU)."""
+    config = SamplerConfig(
+        gen_length=32,
+        schedule="ascending",
+        temperature=1.0,
+        remasking="margin",
+        record_logprobs=True,
+    )
+    whole = generate(tiny, *prompts, config, torch.Generator().manual_seed(0))
+    one_row = tiny.model.config.vocab_size * 8  # bytes of one float64 row: every chunk is a row
+    calls = []
+    for fn in (propose_tokens, confidence_scores, commit_logprobs):
+
+        def one_row_chunks(*args, _fn=fn, **kwargs):
+            calls.append(_fn.__name__)
+            return _fn(*args, **kwargs, chunk_bytes=one_row)
+
+        monkeypatch.setattr(f"dllm_rl.rollout.sampler.{fn.__name__}", one_row_chunks)
+    chunked = generate(tiny, *prompts, config, torch.Generator().manual_seed(0))
+    assert set(calls) == {"propose_tokens", "confidence_scores", "commit_logprobs"}
+    assert torch.equal(chunked.completion_ids, whole.completion_ids)
+    assert torch.equal(chunked.unmask_step, whole.unmask_step)
+    assert torch.equal(chunked.step_logprobs, whole.step_logprobs)
