@@ -40,3 +40,13 @@ def test_bench_writes_every_metric(tmp_path, capsys):
 def test_bench_rejects_unknown_configs():
     with pytest.raises(SystemExit, match="unknown configs"):
         load_bench().main(["--gen-length", "32", "--configs", "uniform,nope"])
+
+
+def test_bench_vocab_size_override(tmp_path):
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    args = ["--gen-length", "16", "--batch-size", "2", "--prompt-length", "4"]
+    bench.main([*args, "--vocab-size", "300", "--configs", "ascending", "--out", str(out)])
+    assert json.loads(out.read_text())["vocab_size"] == 300
+    with pytest.raises(SystemExit, match="tiny preset only"):
+        bench.main(["--preset", "llada-1b", "--vocab-size", "300"])
