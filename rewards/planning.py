@@ -58,7 +58,9 @@ def _expression_side(answer: str, target: Fraction) -> str:
     sides = [s.strip() for s in answer.split("=")]
     if len(sides) == 2:
         for expr, result in (sides, sides[::-1]):
-            if re.fullmatch(r"-?\d+", result) and Fraction(int(result)) == target:
+            # The length check keeps int() off strings past Python's 4300-digit limit.
+            is_integer = len(result) <= MAX_EXPRESSION_CHARS and re.fullmatch(r"-?\d+", result)
+            if is_integer and Fraction(int(result)) == target:
                 return expr
     raise InvalidExpression("'=' is allowed only as 'expression = target'")
 

@@ -43,6 +43,14 @@ def test_countdown_values(answer, expected):
     assert countdown_reward(None, [completion], numbers=[NUMBERS], target=[163]) == [expected]
 
 
+def test_countdown_huge_number_is_wrong_not_a_crash():
+    # int() refuses strings past 4300 digits: a degenerate completion must score, not raise.
+    huge = "1" * 5000
+    for answer in (f"100 - 30 + 93 = {huge}", f"{huge} = 100 - 30 + 93"):
+        completion = f"<answer>{answer}</answer>"
+        assert countdown_reward(None, [completion], numbers=[NUMBERS], target=[163]) == [0.1]
+
+
 def test_countdown_no_answer_and_column_forms():
     completions = [
         "I would do 100 - 30 + 93",  # no answer block
