@@ -261,7 +261,15 @@ class MathGrader:
                 for worker in self._workers:
                     if worker.ready and worker.item is None and pending:
                         i = pending.popleft()
-                        worker.send(i, completions[i], str(golds[i]), self.timeout_s)
+                        try:
+                            worker.send(i, completions[i], str(golds[i]), self.timeout_s)
+                        except OSError:  # it died while idle: not this item's fault
+                            logger.warning(
+                                "math grader worker died while idle (exit code %s); replaced it",
+                                worker.process.exitcode,
+                            )
+                            pending.appendleft(i)
+                            self._replace(worker)
                 active = [w for w in self._workers if w.item is not None or not w.ready]
                 wait_s = max(0.0, min(w.deadline for w in active) - time.monotonic())
                 readable = wait([w.conn for w in active], timeout=wait_s)

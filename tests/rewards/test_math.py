@@ -147,6 +147,19 @@ def test_crashing_worker_is_replaced(hook_grader):
     assert len(pids_after) <= 2 and pids_after != pids_before
 
 
+def test_worker_that_died_while_idle_is_replaced(hook_grader):
+    # A worker killed between batches (the OOM killer, a stray signal) has a broken pipe: the
+    # next batch must replace it and grade its item, not fail on sending to it.
+    ready = [w for w in hook_grader._workers if w.ready]
+    assert ready  # the fixture's warm-up batch readied at least one
+    for worker in ready:
+        worker.process.kill()
+        worker.process.join(timeout=5)
+    values = hook_grader.grade(["<answer>1</answer>", "<answer>2</answer>"], ["1", "1"])
+    assert values == [1.0, 0.0]
+    assert all(w.process.is_alive() for w in hook_grader._workers)
+
+
 def test_close_and_restart(hook_grader):
     hook_grader.close()
     hook_grader.close()  # idempotent
