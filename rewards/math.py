@@ -255,30 +255,39 @@ class MathGrader:
             return []
         with self._lock:
             self._ensure_started()
-            results: list[float | None] = [0.0] * len(completions)
-            pending = deque(range(len(completions)))
-            while pending or any(w.item is not None for w in self._workers):
-                for worker in self._workers:
-                    if worker.ready and worker.item is None and pending:
-                        i = pending.popleft()
-                        try:
-                            worker.send(i, completions[i], str(golds[i]), self.timeout_s)
-                        except OSError:  # it died while idle: not this item's fault
-                            logger.warning(
-                                "math grader worker died while idle (exit code %s); replaced it",
-                                worker.process.exitcode,
-                            )
-                            pending.appendleft(i)
-                            self._replace(worker)
-                active = [w for w in self._workers if w.item is not None or not w.ready]
-                wait_s = max(0.0, min(w.deadline for w in active) - time.monotonic())
-                readable = wait([w.conn for w in active], timeout=wait_s)
-                for worker in active:
-                    if worker.conn in readable:
-                        self._receive(worker, results, completions)
-                    elif time.monotonic() >= worker.deadline:
-                        self._expire(worker, results, completions)
-            return results
+            try:
+                return self._grade_batch(completions, golds)
+            except BaseException:
+                # Ctrl-C or an error mid-batch: workers still busy with this batch's items must
+                # not hand their results to the next batch.
+                self._stop_all()
+                raise
+
+    def _grade_batch(self, completions: Sequence[str], golds: Sequence[str]) -> list[float | None]:
+        results: list[float | None] = [0.0] * len(completions)
+        pending = deque(range(len(completions)))
+        while pending or any(w.item is not None for w in self._workers):
+            for worker in self._workers:
+                if worker.ready and worker.item is None and pending:
+                    i = pending.popleft()
+                    try:
+                        worker.send(i, completions[i], str(golds[i]), self.timeout_s)
+                    except OSError:  # it died while idle: not this item's fault
+                        logger.warning(
+                            "math grader worker died while idle (exit code %s); replaced it",
+                            worker.process.exitcode,
+                        )
+                        pending.appendleft(i)
+                        self._replace(worker)
+            active = [w for w in self._workers if w.item is not None or not w.ready]
+            wait_s = max(0.0, min(w.deadline for w in active) - time.monotonic())
+            readable = wait([w.conn for w in active], timeout=wait_s)
+            for worker in active:
+                if worker.conn in readable:
+                    self._receive(worker, results, completions)
+                elif time.monotonic() >= worker.deadline:
+                    self._expire(worker, results, completions)
+        return results
 
     def reward(
         self,

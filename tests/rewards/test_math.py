@@ -160,6 +160,19 @@ def test_worker_that_died_while_idle_is_replaced(hook_grader):
     assert all(w.process.is_alive() for w in hook_grader._workers)
 
 
+def test_interrupted_batch_leaves_no_stale_items(hook_grader, monkeypatch):
+    # Ctrl-C (or any error) mid-batch leaves workers busy with items of that batch; the next
+    # batch must not receive their results as its own.
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rmath, "wait", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            hook_grader.grade(["HANG", "<answer>1</answer>"], ["1"] * 2)
+    assert hook_grader.grade(["<answer>1</answer>"], ["1"]) == [1.0]
+
+
 def test_close_and_restart(hook_grader):
     hook_grader.close()
     hook_grader.close()  # idempotent
