@@ -255,8 +255,9 @@ def isolation_available() -> tuple[str, ...]:
 def _run(config: dict, *, max_output_bytes: int, site_packages: bool) -> SandboxResult:
     start = time.monotonic()
     token = secrets.token_hex(16)
-    workdir = tempfile.mkdtemp(prefix="dllm-rl-sandbox-")
+    workdir = None
     try:
+        workdir = tempfile.mkdtemp(prefix="dllm-rl-sandbox-")
         with lease_uid() as uid:
             if uid is not None:
                 os.chown(workdir, uid, uid)
@@ -270,7 +271,8 @@ def _run(config: dict, *, max_output_bytes: int, site_packages: bool) -> Sandbox
     except OSError as exc:  # cannot create the directory, lease a uid, make pipes, spawn
         return _failed(f"{type(exc).__name__}: {exc}", start)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _spawn_and_collect(

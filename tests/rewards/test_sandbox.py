@@ -99,6 +99,16 @@ def test_infrastructure_failure_is_an_error_not_a_result(monkeypatch: pytest.Mon
     assert result.error is not None and result.report is None
 
 
+def test_no_temporary_directory_is_an_error_not_a_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    result = run_program("print(1)", timeout_s=5)
+    assert result.error is not None and "No space left" in result.error
+    assert result.report is None
+
+
 def test_concurrency_cap() -> None:
     start = time.monotonic()
     results = run_programs(["import time\ntime.sleep(0.6)"] * 4, max_concurrency=2, timeout_s=10)
