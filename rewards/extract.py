@@ -65,15 +65,21 @@ def last_boxed(text: str) -> str | None:
     starts = sorted(
         m.end() for cmd in _BOXED_COMMANDS for m in re.finditer(re.escape(cmd) + r"\s*\{", text)
     )
+    if not starts:
+        return None
+    # Match every brace in one pass (a degenerate completion can hold thousands of open boxes:
+    # scanning to the end from each would be quadratic).
+    closing: dict[int, int] = {}  # position of a "{" -> position of its "}"
+    open_braces: list[int] = []
+    for match in re.finditer(r"[{}]", text):
+        if match.group() == "{":
+            open_braces.append(match.start())
+        elif open_braces:
+            closing[open_braces.pop()] = match.start()
     for start in reversed(starts):
-        depth = 1
-        for i in range(start, len(text)):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i].strip()
+        end = closing.get(start - 1)
+        if end is not None:
+            return text[start:end].strip()
     return None
 
 

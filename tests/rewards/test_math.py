@@ -56,6 +56,15 @@ def test_extract_helpers():
     assert last_number("costs -0.5 dollars, and 1,007.") == "1007"
 
 
+def test_last_boxed_is_linear_in_the_text():
+    # A degenerate completion repeating an unclosed box: one pass, not one scan per box.
+    text = "\\boxed{" * 6000 + r"\boxed{7}"
+    start = time.monotonic()
+    assert last_boxed(text) == "7"
+    assert last_boxed(text[:-2]) is None
+    assert time.monotonic() - start < 2.0
+
+
 # --- grading with math-verify -----------------------------------------------------------------
 
 
