@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 SCHEDULES = ("uniform", "ascending")
 GAMMA_SCHEDULES = ("linear", "power")
+# Trajectory.unmask_step is int16, and state_before(S) compares it with S itself.
+MAX_STEPS = 2**15 - 1
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class Schedule:
     block_bounds: tuple[tuple[int, int], ...]
 
     def __post_init__(self) -> None:
+        if len(self.counts) > MAX_STEPS:
+            raise ValueError(
+                f"{self.kind!r} schedule has {len(self.counts)} steps; the trajectory records commit "
+                f"steps as int16, so at most {MAX_STEPS}: commit several tokens per step"
+            )
         problems = _schedule_problems(self)
         if problems:
             raise ValueError(f"inconsistent {self.kind!r} schedule {self}: " + "; ".join(problems))

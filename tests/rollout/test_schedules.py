@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from dllm_rl.rollout.config import EosRejection, SamplerConfig
 from dllm_rl.rollout.schedules import (
@@ -105,6 +106,7 @@ def test_linear_gamma_table():
         (dict(gen_length=64, eos_rejection=dict(gamma_schedule="cosine")), "gamma_schedule"),
         (dict(gen_length=64, eos_rejection=dict(gamma_min=0.5, gamma_max=0.1)), "gamma_min"),
         (dict(gen_length=64, eos_rejection=dict(ids="eod")), "ids='eod' is unknown"),
+        (dict(gen_length=2**15), "32768 steps; .* int16, so at most 32767"),
     ],
 )
 def test_invalid_settings_raise_actionable_errors(kwargs, match):
@@ -131,3 +133,24 @@ def test_inconsistent_schedule_record_is_rejected():
         Schedule("custom", counts=(2, 1), step_block=(0, 0), block_bounds=((0, 4),))
     with pytest.raises(ValueError, match="in order"):
         Schedule("custom", counts=(2, 2), step_block=(1, 0), block_bounds=((0, 2), (2, 4)))
+
+
+def test_step_limit_keeps_int16_unmask_steps_exact():
+    """S = 32767 is the most an int16 ``unmask_step`` records: ``state_before(S)`` compares with S."""
+    from dllm_rl.rollout.schedules import MAX_STEPS
+    from dllm_rl.rollout.trajectory import Trajectory
+
+    assert MAX_STEPS == torch.iinfo(torch.int16).max
+    schedule = uniform_schedule(MAX_STEPS, MAX_STEPS, MAX_STEPS)
+    ids = torch.arange(MAX_STEPS)[None] % 5 + 1  # [1, L]
+    traj = Trajectory(
+        prompt_ids=torch.tensor([[1]]),
+        prompt_mask=torch.tensor([[1]]),
+        completion_ids=ids,
+        unmask_step=torch.arange(MAX_STEPS, dtype=torch.int16)[None],
+        schedule=schedule,
+        mask_token_id=0,
+        pad_token_id=0,
+    )
+    assert torch.equal(traj.state_before(MAX_STEPS), ids)
+    assert int((traj.state_before(MAX_STEPS - 1) == 0).sum()) == 1
