@@ -31,6 +31,7 @@ def completion_text(completion: Any) -> str:
 # A number with optional thousands separators ("1,007") and decimals; "3,4" is two numbers.
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _BOXED_COMMANDS = ("\\boxed", "\\fbox")
+_BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", flags=re.DOTALL)  # "\{", "\}", "\\" are not braces
 
 
 def tag_content(text: str, tag: str = "answer") -> str | None:
@@ -53,7 +54,8 @@ def tag_content(text: str, tag: str = "answer") -> str | None:
 def last_boxed(text: str) -> str | None:
     r"""The content of the last ``\boxed{...}`` (or ``\fbox{...}``) whose braces balance.
 
-    Nested braces are followed, so ``\boxed{\frac{1}{2}}`` gives ``\frac{1}{2}``. A box whose
+    Nested braces are followed, so ``\boxed{\frac{1}{2}}`` gives ``\frac{1}{2}``; escaped braces
+    (``\{``, ``\}``) are literals, so ``\boxed{\left\{ ... \right.}`` is one box. A box whose
     braces never close (a truncated completion) is skipped in favour of an earlier complete one.
 
     Args:
@@ -68,13 +70,13 @@ def last_boxed(text: str) -> str | None:
     if not starts:
         return None
     # Match every brace in one pass (a degenerate completion can hold thousands of open boxes:
-    # scanning to the end from each would be quadratic).
+    # scanning to the end from each would be quadratic). An escaped brace is a literal.
     closing: dict[int, int] = {}  # position of a "{" -> position of its "}"
     open_braces: list[int] = []
-    for match in re.finditer(r"[{}]", text):
+    for match in _BRACE_OR_ESCAPE.finditer(text):
         if match.group() == "{":
             open_braces.append(match.start())
-        elif open_braces:
+        elif match.group() == "}" and open_braces:
             closing[open_braces.pop()] = match.start()
     for start in reversed(starts):
         end = closing.get(start - 1)

@@ -56,6 +56,14 @@ def test_extract_helpers():
     assert last_number("costs -0.5 dollars, and 1,007.") == "1007"
 
 
+def test_last_boxed_escaped_braces_are_literals():
+    piecewise = r"f(x) = \left\{ \begin{array}{ll} x & x > 0 \\ 0 & \text{else} \end{array} \right."
+    assert last_boxed(rf"\boxed{{1}} so \boxed{{{piecewise}}}") == piecewise
+    assert last_boxed(r"\boxed{\{1, 2\}}") == r"\{1, 2\}"
+    assert last_boxed(r"\boxed{\}}") == r"\}"
+    assert last_boxed(r"\boxed{a \\ {b}}") == r"a \\ {b}"  # "\\" is a line break, then a group
+
+
 def test_last_boxed_is_linear_in_the_text():
     # A degenerate completion repeating an unclosed box: one pass, not one scan per box.
     text = "\\boxed{" * 6000 + r"\boxed{7}"
