@@ -28,8 +28,9 @@ def completion_text(completion: Any) -> str:
     )
 
 
-# A number with optional thousands separators ("1,007") and decimals; "3,4" is two numbers.
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+# A number with optional thousands separators ("1,007") and decimals; "3,4" is two numbers. A
+# minus right after a digit is subtraction or a range ("12-15"), not a sign.
+_NUMBER = re.compile(r"(?:(?<!\d)-)?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 _BOXED_COMMANDS = ("\\boxed", "\\fbox")
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", flags=re.DOTALL)  # "\{", "\}", "\\" are not braces
 

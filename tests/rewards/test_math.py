@@ -56,6 +56,14 @@ def test_extract_helpers():
     assert last_number("costs -0.5 dollars, and 1,007.") == "1007"
 
 
+def test_last_number_signs():
+    assert last_number("pages 12-15") == "15"  # a range, not minus fifteen
+    assert last_number("50-4=46, then 46-50") == "50"
+    assert last_number("x = -3") == "-3"
+    assert last_number("(-3)") == "-3"
+    assert last_number("-.5") == "-.5"
+
+
 def test_last_boxed_escaped_braces_are_literals():
     piecewise = r"f(x) = \left\{ \begin{array}{ll} x & x > 0 \\ 0 & \text{else} \end{array} \right."
     assert last_boxed(rf"\boxed{{1}} so \boxed{{{piecewise}}}") == piecewise
