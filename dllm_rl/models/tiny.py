@@ -107,9 +107,14 @@ def build_tiny_bert_tokenizer() -> PreTrainedTokenizerFast:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block under ``torch.manual_seed(seed)`` and restore the global CPU RNG after."""
+    """Run a block with the global CPU RNG seeded, and restore that RNG after.
+
+    Only the CPU generator is touched (the weights are drawn on the CPU): ``torch.manual_seed``
+    would also reseed the CUDA/MPS/NPU generators, for good, since ``fork_rng`` here restores the
+    CPU state only.
+    """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
         yield
 
 

@@ -71,6 +71,16 @@ def test_builders_are_deterministic_in_the_seed(build):
     assert torch.equal(a.logits(ids), b.logits(ids))
 
 
+@pytest.mark.parametrize("build", [build_tiny_llada, build_tiny_dream, build_tiny_masked_lm])
+def test_builders_leave_accelerator_rngs_alone(build, monkeypatch):
+    """On a GPU machine, building a tiny model must not reseed the global CUDA/MPS generators."""
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append("cuda"))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda seed: reseeded.append("mps"))
+    build(0)
+    assert reseeded == []
+
+
 def test_tiny_llada_defaults_and_speed():
     start = time.perf_counter()
     lm = build_tiny_llada()
