@@ -39,7 +39,8 @@ def tag_content(text: str, tag: str = "answer") -> str | None:
     """The content of the last complete ``<tag>...</tag>`` block, stripped.
 
     Content may span several lines. An opening tag without its closing tag does not count (a
-    completion cut off inside its answer has no answer).
+    completion cut off inside its answer has no answer); of two openings before one closing tag,
+    the later one starts the block (``<answer>1<answer>2</answer>`` gives ``2``).
 
     Args:
         text: the completion text.
@@ -49,7 +50,7 @@ def tag_content(text: str, tag: str = "answer") -> str | None:
         The stripped content, or ``None`` when the text has no complete block.
     """
     matches = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
-    return matches[-1].strip() if matches else None
+    return matches[-1].rsplit(f"<{tag}>", 1)[-1].strip() if matches else None
 
 
 def last_boxed(text: str) -> str | None:

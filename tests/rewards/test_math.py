@@ -56,6 +56,14 @@ def test_extract_helpers():
     assert last_number("costs -0.5 dollars, and 1,007.") == "1007"
 
 
+def test_tag_content_reopened_block():
+    # An answer block opened twice before it closes: the later opening starts the block.
+    assert tag_content("<answer>1<answer>2</answer>") == "2"
+    assert tag_content("<answer>\n<answer>\n7\n</answer>") == "7"
+    assert tag_content("<answer>1</answer></answer>") == "1"
+    assert tag_content("<answer>1</answer> and <answer>2") == "1"
+
+
 def test_last_number_signs():
     assert last_number("pages 12-15") == "15"  # a range, not minus fifteen
     assert last_number("50-4=46, then 46-50") == "50"
