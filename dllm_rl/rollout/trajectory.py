@@ -8,6 +8,7 @@ scores exactly the transitions the rollout made.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -153,7 +154,15 @@ class Trajectory:
 
     # ----------------------------------------------------------------------------- batching
     def __getitem__(self, index: int | slice | torch.Tensor | Sequence[int]) -> Trajectory:
-        """Select rows; an int keeps the batch dimension (``traj[3]`` has B = 1)."""
+        """Select rows; an int keeps the batch dimension (``traj[3]`` has B = 1).
+
+        A 0-dim integer tensor or a numpy integer counts as an int (plain indexing would drop the
+        batch dimension of every field).
+        """
+        if isinstance(index, torch.Tensor) and index.dim() == 0 and index.dtype != torch.bool:
+            index = int(index)
+        elif isinstance(index, numbers.Integral) and not isinstance(index, bool):
+            index = int(index)
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
         return self._map(lambda t: t[index])

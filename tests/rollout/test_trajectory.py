@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +81,11 @@ def test_index_split_concat_roundtrip():
     assert row.batch_size == 1 and row.completion_ids.tolist() == [[20, 21, 22, 23]]
     assert t[-1].completion_ids.tolist() == [[20, 21, 22, 23]]
     assert t[torch.tensor([1, 0])].prompt_ids.tolist() == [[8, 9], [PAD, 7]]
+    for one in (torch.tensor(1), torch.tensor(-1), np.int64(1)):  # e.g. an argmax over rows
+        picked = t[one]
+        assert picked.completion_ids.tolist() == [[20, 21, 22, 23]], one
+        assert picked.prompt_ids.shape == (1, 2) and picked.unmask_step.shape == (1, 4), one
+        picked.validate()
     parts = t.split(1)
     assert [p.batch_size for p in parts] == [1, 1]
     back = Trajectory.concat(parts)
