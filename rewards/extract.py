@@ -49,8 +49,15 @@ def tag_content(text: str, tag: str = "answer") -> str | None:
     Returns:
         The stripped content, or ``None`` when the text has no complete block.
     """
-    matches = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
-    return matches[-1].rsplit(f"<{tag}>", 1)[-1].strip() if matches else None
+    # With string searches, not a regex: a completion repeating an unclosed opening tag would
+    # make a non-greedy regex scan to the end from each one (quadratic).
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    last_closing = text.rfind(closing)
+    start = text.rfind(opening, 0, last_closing) if last_closing >= 0 else -1
+    if start < 0:
+        return None
+    start += len(opening)
+    return text[start : text.find(closing, start)].strip()
 
 
 def last_boxed(text: str) -> str | None:

@@ -64,6 +64,14 @@ def test_tag_content_reopened_block():
     assert tag_content("<answer>1</answer> and <answer>2") == "1"
 
 
+def test_tag_content_is_linear_in_the_text():
+    text = "<answer>" * 8000
+    start = time.monotonic()
+    assert tag_content(text) is None
+    assert tag_content(text + "1</answer>") == "1"
+    assert time.monotonic() - start < 1.0
+
+
 def test_last_number_signs():
     assert last_number("pages 12-15") == "15"  # a range, not minus fifteen
     assert last_number("50-4=46, then 46-50") == "50"
