@@ -63,10 +63,16 @@ def build_model(
     from dllm_rl.models.llada import LLaDAConfig, LLaDAModelLM, llada_adapter
 
     config = LLaDAConfig(**LLADA_SHAPES[preset], vocab_size=126464, embedding_size=126464)
-    # Built directly on the device (an 8B model in fp32 on the host would need 32 GB first).
+    # Built directly on the device and in the target dtype: building in fp32 and casting would
+    # need 32 GB + 16 GB of device memory at 8B, more than a 40 or 48 GB card has.
     # The weights are random and unseeded: only their shapes matter for timing.
-    with torch.device(device):
-        model = LLaDAModelLM(config).to(dtype).eval()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LLaDAModelLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
     return llada_adapter(model)
 
 

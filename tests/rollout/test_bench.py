@@ -50,3 +50,26 @@ def test_bench_vocab_size_override(tmp_path):
     assert json.loads(out.read_text())["vocab_size"] == 300
     with pytest.raises(SystemExit, match="tiny preset only"):
         bench.main(["--preset", "llada-1b", "--vocab-size", "300"])
+
+
+def test_llada_presets_are_built_in_the_target_dtype(monkeypatch):
+    """No fp32 copy of the weights first: at 8B that is 32 GB before the 16 GB bf16 cast."""
+    import torch
+
+    from dllm_rl.models.llada import LLaDAModelLM
+
+    bench = load_bench()
+    shape = dict(d_model=16, n_layers=1, n_heads=2, n_kv_heads=1, mlp_hidden_size=32)
+    monkeypatch.setitem(bench.LLADA_SHAPES, "llada-1b", shape)
+    seen = set()
+    init = LLaDAModelLM._init_weights
+
+    def recording_init(self, module):
+        seen.update(p.dtype for p in module.parameters(recurse=False))
+        return init(self, module)
+
+    monkeypatch.setattr(LLaDAModelLM, "_init_weights", recording_init)
+    lm = bench.build_model("llada-1b", torch.device("cpu"), torch.bfloat16)
+    assert seen == {torch.bfloat16}
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    assert torch.get_default_dtype() == torch.float32  # restored
