@@ -45,7 +45,8 @@ class LLaDAConfig(PretrainedConfig):
     Defaults are those of LLaDA-8B-Instruct. Every published field is accepted (unused training
     fields such as ``init_fn`` or ``precision`` are stored and saved back unchanged); options the
     published checkpoints never use and this implementation does not support (ALiBi, QK layer
-    norm, non-llama blocks, non-RMS norms, input embedding norm) are rejected with an error.
+    norm, non-llama blocks, non-RMS norms, norm biases, block groups, input embedding norm) are
+    rejected with an error.
     """
 
     model_type = "llada"
@@ -161,6 +162,19 @@ class LLaDAConfig(PretrainedConfig):
             problems.append(f"layer_norm_type={self.layer_norm_type!r} (only 'rms')")
         if self.input_emb_norm:
             problems.append("input_emb_norm=true")
+        # Both of these would load with a warning only, leaving some weights random or unused.
+        if getattr(self, "block_group_size", 1) != 1:
+            problems.append(
+                f"block_group_size={self.block_group_size} (weights under transformer.block_groups; "
+                "only 1 is implemented)"
+            )
+        norm_bias = (
+            self.include_bias if self.bias_for_layer_norm is None else self.bias_for_layer_norm
+        )
+        if self.layer_norm_with_affine and norm_bias:
+            problems.append(
+                "layer-norm biases (bias_for_layer_norm, or include_bias when it is null)"
+            )
         if self.activation_type not in _ACTIVATIONS:
             problems.append(
                 f"activation_type={self.activation_type!r} (expected one of {sorted(_ACTIVATIONS)})"

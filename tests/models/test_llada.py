@@ -253,6 +253,9 @@ def test_weight_tying_uses_the_embedding_as_head():
         ({"attention_layer_norm": True}, "attention_layer_norm"),
         ({"activation_type": "swiglu"}, "activation_type"),
         ({"n_heads": 4, "n_kv_heads": 3}, "n_kv_heads"),
+        ({"block_group_size": 2}, "block_group_size"),
+        ({"bias_for_layer_norm": True}, "layer-norm biases"),
+        ({"bias_for_layer_norm": None, "include_bias": True}, "layer-norm biases"),
     ],
 )
 def test_unsupported_config_fails_before_weights(tmp_path, override, word):
