@@ -1,8 +1,8 @@
 """Device selection and per-device dtype capabilities.
 
 Order of preference for ``"auto"``: CUDA, then Ascend NPU (when ``torch_npu`` imports), then
-Apple MPS, then CPU. NPU and MPS have no float64 kernels, so sampling maths (Gumbel noise,
-confidences) falls back to float32 there: see :func:`sampling_float_dtype`.
+Apple MPS, then CPU. NPU and MPS have no float64 kernels, so the Gumbel noise of the sampler
+falls back to float32 there: see :func:`sampling_float_dtype`.
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ def supports_float64(device: torch.device | str) -> bool:
 
 
 def sampling_float_dtype(device: torch.device | str) -> torch.dtype:
-    """float64 for sampling maths where the device has it, else float32.
+    """float64 for the sampler's Gumbel noise where the device has it, else float32.
 
     Gumbel-max in low precision distorts the sampling distribution (many ties at the top), so
-    the sampler computes noise and confidences in the widest float the device supports.
+    the noise and its sum with ``logits / T`` use the widest float the device supports. Ranking
+    scores and recorded log-probs are float32 on every device.
     """
     return torch.float64 if supports_float64(device) else torch.float32
