@@ -429,8 +429,12 @@ class LLaDAModelLM(PreTrainedModel):
         if hidden is not None:
             hidden.append(x)  # the final state of every position
             x = keep_positions(x, logits_to_keep)  # [B, K, d]
-        head = t.wte.weight if self.config.weight_tying else t.ff_out.weight
-        logits = F.linear(x, head, None if self.config.weight_tying else t.ff_out.bias)
+        if self.config.weight_tying:
+            logits = F.linear(x, t.wte.weight)  # [B, K, V]
+        else:
+            # Called as a module, not through its .weight: LoRA on ff_out, ZeRO-3 gathering,
+            # offload and quantization hooks all act in the module's forward.
+            logits = t.ff_out(x)  # [B, K, V]
         if self.config.scale_logits:
             logits = logits / math.sqrt(self.config.d_model)
         return MaskedLMOutput(logits=logits, hidden_states=tuple(hidden) if hidden else None)

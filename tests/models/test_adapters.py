@@ -173,7 +173,27 @@ def test_lora_wraps_llada():
     torch.testing.assert_close(out, before)
     out.square().mean().backward()
     trainable = [n for n, p in peft_model.named_parameters() if p.grad is not None]
-    assert len(trainable) == 2 * len(targets) * 2 and all("lora_" in n for n in trainable)
+    lora = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
+    # 7 targets in each of 2 blocks, plus the LM head (transformer.ff_out); A and B each.
+    assert len(lora) == 2 * (len(targets) * 2 + 1)
+    assert sorted(trainable) == sorted(lora)  # every adapter, the head's included, gets a gradient
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_lora_on_the_llada_head_changes_the_logits():
+    """The output head runs as a module, so what wraps or hooks it (LoRA, ZeRO-3) takes effect."""
+    from peft import LoraConfig, get_peft_model
+
+    from dllm_rl.models import build_tiny_llada
+
+    lm = build_tiny_llada(0, init_std=0.2)
+    ids = torch.tensor([[5, 6, 7, 2]])
+    calls = _count_calls(lm.model.model.transformer.ff_out)
+    before = lm.logits(ids).detach()
+    assert calls[0] == 1
+    config = LoraConfig(r=4, target_modules=r"model\.transformer\.ff_out", init_lora_weights=False)
+    head_only = DiffusionLM(get_peft_model(lm.model, config), lm.ids)
+    assert (head_only.logits(ids) - before).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("pad", [0, 4])
