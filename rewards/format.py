@@ -10,7 +10,8 @@ r"""Format rewards: does the completion lay its answer out the way the prompt as
 | ``boxed_format_reward``         | the completion has a ``\boxed{...}`` with balanced braces and     |
 |                                 | non-empty content                                                |
 
-Otherwise 0.0. Contents may span lines: every pattern uses DOTALL.
+Otherwise 0.0. Contents may span lines (the strict pattern uses DOTALL; the soft check is plain
+string search).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _STRICT = re.compile(
     r"\s*<reasoning>(?P<reasoning>.*?)</reasoning>\s*<answer>(?P<answer>.*?)</answer>\s*",
     flags=re.DOTALL,
 )
-_SOFT = re.compile(r"<reasoning>.*?</reasoning>.*?<answer>.*?</answer>", flags=re.DOTALL)
+_SOFT_TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
 _TAG = re.compile(r"</?(?:reasoning|answer)>")
 
 
@@ -35,6 +36,19 @@ def _strict_layout(text: str) -> bool:
         return False
     reasoning, answer = match.group("reasoning"), match.group("answer")
     return bool(answer.strip()) and not _TAG.search(reasoning) and not _TAG.search(answer)
+
+
+def _soft_layout(text: str) -> bool:
+    # The four tags in order, each found after the previous one ends: what the regex
+    # "<reasoning>.*?</reasoning>.*?<answer>.*?</answer>" finds, in linear time (the regex
+    # backtracks cubically on a completion repeating "<reasoning></reasoning>").
+    position = 0
+    for tag in _SOFT_TAGS:
+        position = text.find(tag, position)
+        if position < 0:
+            return False
+        position += len(tag)
+    return True
 
 
 def reasoning_format_reward(
@@ -71,7 +85,7 @@ def soft_reasoning_format_reward(
     Returns:
         ``[N]`` values in {0.0, 1.0}.
     """
-    return [1.0 if _SOFT.search(completion_text(c)) else 0.0 for c in completions]
+    return [1.0 if _soft_layout(completion_text(c)) else 0.0 for c in completions]
 
 
 def boxed_format_reward(

@@ -2,6 +2,8 @@ r"""Format rewards. Multi-line contents must match (DOTALL), and ``\boxed`` need
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rewards.format import (
@@ -34,6 +36,14 @@ MULTILINE = "<reasoning>\nStep 1: 2 + 2 = 4.\nStep 2: done.\n</reasoning>\n<answ
 def test_reasoning_format(text, strict, soft):
     assert reasoning_format_reward(None, [text]) == [strict]
     assert soft_reasoning_format_reward(None, [text]) == [soft]
+
+
+def test_soft_format_is_fast_on_degenerate_repetition():
+    # The regex form backtracked cubically here: seconds for one 9,000-character completion.
+    text = "<reasoning></reasoning>" * 400
+    start = time.monotonic()
+    assert soft_reasoning_format_reward(None, [text, text + "<answer>4</answer>"]) == [0.0, 1.0]
+    assert time.monotonic() - start < 1.0
 
 
 def test_reasoning_format_conversational_and_extra_columns():
