@@ -51,6 +51,12 @@ def sudoku_row(row: dict[str, Any], *, template: str, chat: bool) -> dict[str, A
             f"a 4x4 Sudoku row needs 16-character puzzle and solution strings, got {puzzle!r} and "
             f"{solution!r} (read the CSV columns as strings so leading zeros are kept)"
         )
+    if set(puzzle) - set("01234") or set(solution) - set("1234"):
+        # Checked here, not first by the reward in the middle of a run.
+        raise ValueError(
+            f"a 4x4 Sudoku puzzle holds digits 0-4 ('0' = empty cell, not '.') and its solution "
+            f"digits 1-4, got {puzzle!r} and {solution!r}"
+        )
     return {
         "prompt": render_prompt(template, chat, sudoku_question(puzzle), puzzle=puzzle),
         "puzzle": puzzle,

@@ -12,6 +12,7 @@ from dllm_rl.data import registry as registry_module
 from dllm_rl.data.code_tasks import mbpp_entry_point, mbpp_row
 from dllm_rl.data.countdown import countdown_row
 from dllm_rl.data.math_tasks import gsm8k_final_answer, gsm8k_row, math500_row
+from dllm_rl.data.sudoku import sudoku_row
 from dllm_rl.data.templates import TEMPLATES
 
 datasets.disable_progress_bars()
@@ -72,6 +73,15 @@ def test_countdown_and_sudoku_local(shared_data):
     sd = load_task("sudoku", "test", limit=2)
     assert sd[0]["puzzle"] == "3102200002100320" and sd[0]["solution"] == "3142243142131324"
     assert sd[1]["puzzle"].startswith("0140")  # leading zero kept: read as a string
+
+
+def test_sudoku_row_rejects_other_cell_symbols():
+    # The reward reads 16 digits; a '.'-for-empty file must fail when loaded, not mid-run.
+    good = {"puzzle": "3102200002100320", "solution": "3142243142131324"}
+    assert sudoku_row(good, template="{question}", chat=False)["puzzle"] == good["puzzle"]
+    for bad in ({**good, "puzzle": "31.22....21..32."}, {**good, "solution": "3142243142131325"}):
+        with pytest.raises(ValueError, match="digits 0-4"):
+            sudoku_row(bad, template="{question}", chat=False)
 
 
 def test_humaneval_record(shared_data):
