@@ -158,10 +158,10 @@ def generate_countdown(
     """
     counts = [num_numbers] if isinstance(num_numbers, int) else list(num_numbers)
     lo, hi = target_range
-    if lo < 1 or hi < lo or min(counts) < 2:
+    if lo < 1 or hi < lo or min(counts) < 2 or not 1 <= number_range[0] <= number_range[1]:
         raise ValueError(
-            f"need target_range of positive integers (got {target_range}) and at least 2 "
-            f"numbers per puzzle (got {num_numbers})"
+            f"need target_range and number_range of positive integers (got {target_range} and "
+            f"{number_range}) and at least 2 numbers per puzzle (got {num_numbers})"
         )
     rng = random.Random(seed)
     seen: set[tuple[tuple[int, ...], int]] = set()

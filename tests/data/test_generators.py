@@ -70,6 +70,13 @@ def test_countdown_generator_is_deterministic_and_correct():
         assert 1 <= r["target"] <= 100 and all(1 <= x <= 100 for x in r["numbers"])
 
 
+def test_countdown_generator_rejects_non_positive_numbers():
+    # Intermediates are kept positive integers; a 0 among the numbers used to divide by zero.
+    for number_range in [(0, 0), (0, 5), (-3, 5), (9, 2)]:
+        with pytest.raises(ValueError, match="number_range"):
+            generate_countdown(20, number_range=number_range)
+
+
 def test_countdown_solver():
     for numbers, target in [([30, 100, 93], 23), ([4, 6, 9], 7), ([2, 3, 7, 11], 1)]:
         expression = solve_countdown(numbers, target)
