@@ -2,13 +2,12 @@
 
 A generator of puzzles with a reference solution (the original training set,
 ``Jiayi-Pan/Countdown-Tasks-3to4``, is hub-only), a small brute-force solver for puzzles without
-one (d1's test file), an exact evaluator for our own trusted expression strings, and the row
-function for every layout (d1 file, hub, generated).
+one (d1's test file), and the row function for every layout (d1 file, hub, generated). Answers
+are graded by ``rewards.planning.evaluate_countdown``.
 """
 
 from __future__ import annotations
 
-import ast
 import random
 from collections.abc import Collection, Sequence
 from fractions import Fraction
@@ -51,38 +50,6 @@ def countdown_row(row: dict[str, Any], *, template: str, chat: bool) -> dict[str
     if "solution" in row:
         record["solution"] = row["solution"]
     return record
-
-
-def evaluate_expression(expression: str) -> tuple[Fraction, list[int]]:
-    """Exact value of an arithmetic expression over integer literals, and the literals it uses.
-
-    Only for our own trusted strings (reference solutions); it accepts integer literals,
-    parentheses, unary minus and ``+ - * /``, and raises ``ValueError`` on anything else.
-    """
-    used: list[int] = []
-
-    def ev(node: ast.AST) -> Fraction:
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            used.append(node.value)
-            return Fraction(node.value)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -ev(node.operand)
-        if isinstance(node, ast.BinOp):
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Add):
-                return left + right
-            if isinstance(node.op, ast.Sub):
-                return left - right
-            if isinstance(node.op, ast.Mult):
-                return left * right
-            if isinstance(node.op, ast.Div):
-                if right == 0:
-                    raise ValueError(f"division by zero in {expression!r}")
-                return left / right
-        raise ValueError(f"not a +-*/ expression over integers: {expression!r}")
-
-    value = ev(ast.parse(expression, mode="eval").body)
-    return value, used
 
 
 def solve_countdown(numbers: Sequence[int], target: int) -> str | None:

@@ -64,13 +64,6 @@ def sudoku_row(row: dict[str, Any], *, template: str, chat: bool) -> dict[str, A
     }
 
 
-def is_valid_solution(grid: str) -> bool:
-    """Whether ``grid`` is a complete 4x4 Sudoku: digits 1-4, no repeats in any row/column/box."""
-    if len(grid) != CELLS or any(c not in "1234" for c in grid):
-        return False
-    return all(grid[i] != grid[j] for i in range(CELLS) for j in _PEERS[i])
-
-
 def solve_sudoku(puzzle: str, limit: int = 2) -> list[str]:
     """Up to ``limit`` solutions of ``puzzle`` (backtracking; instant at 4x4).
 
