@@ -13,9 +13,10 @@ The answer is read from the completion in this order:
 3. otherwise there is no answer, which scores 0.0.
 
 Answer and gold are read the same way: text with LaTeX markers (``\``, ``^``, ``{``, ``$``) is
-read as LaTeX; plain text (``72``, ``1,000``, ``72 dollars``, ``x = 5``) is read as the first
-expression math-verify finds in it, falling back to LaTeX when that finds nothing. A gold already
-containing ``\boxed`` or ``$`` delimiters is parsed as written.
+read as LaTeX; plain text (``72``, ``1,000``, ``72 dollars``, ``x = 5``) is read by
+math-verify's plain-text rules: the number after "answer is" or "answer:" if there is one, else
+the last number (``18 apples and 3 left`` reads 3), falling back to LaTeX when that finds
+nothing. A gold already containing ``\boxed`` or ``$`` delimiters is parsed as written.
 """
 
 from __future__ import annotations

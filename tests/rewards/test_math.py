@@ -116,6 +116,9 @@ def test_last_boxed_is_linear_in_the_text():
         (r"\boxed{1} at first, but then \boxed{2}", "2", 1.0),
         (r"\boxed{1} at first, but then \boxed{2}", "1", 0.0),
         (r"<answer>\boxed{4}</answer>", r"\boxed{4}", 1.0),  # gold already boxed
+        ("<answer>16 eggs, 9 left</answer>", "9", 1.0),  # plain text: the last number
+        ("<answer>16 eggs, 9 left</answer>", "16", 0.0),
+        ("<answer>The answer is 9, not 16</answer>", "9", 1.0),  # unless "answer is" names one
         ("I think it is 9.", "9", 0.0),  # no answer block, no box: no answer
         ("<answer>\n9", "9", 0.0),  # cut off inside the answer
         ("<answer>9</answer>", "", None),  # gold cannot be parsed
