@@ -118,6 +118,11 @@ def grade_answer(completion: str, gold: str, soft_timeout_s: int = 3) -> float |
 def _worker_main(conn: Connection, grade_fn: GradeFn) -> None:
     """Worker loop: warm up, say ready, then grade ``(text, gold)`` items until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    with contextlib.suppress(OSError):  # a broken pipe: the parent is gone, end quietly
+        _serve(conn, grade_fn)
+
+
+def _serve(conn: Connection, grade_fn: GradeFn) -> None:
     try:
         grade_fn("<answer>\\boxed{1}</answer>", "1")  # imports and first-call set-up, untimed
     except BaseException:

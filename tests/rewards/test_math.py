@@ -223,6 +223,16 @@ def test_close_and_restart(hook_grader):
     assert hook_grader.grade(["<answer>1</answer>"], ["1"]) == [1.0]  # restarts lazily
 
 
+def test_worker_ends_quietly_when_the_parent_is_gone(monkeypatch):
+    # After a trainer crash every worker would print a BrokenPipeError traceback on its next send.
+    import multiprocessing
+
+    monkeypatch.setattr(rmath.signal, "signal", lambda *args: None)  # keep this process's Ctrl-C
+    parent, child = multiprocessing.Pipe()
+    parent.close()
+    rmath._worker_main(child, _hook_grade)  # returns instead of raising BrokenPipeError
+
+
 def _broken_grade(text: str, gold: str) -> float | None:
     raise ImportError("No module named 'math_verify'")  # as in a worker without math-verify
 
