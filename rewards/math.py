@@ -332,6 +332,11 @@ class MathGrader:
                 worker.process.join(timeout=5)
                 code = worker.process.exitcode
                 self._stop_all()
+                if code is not None and code < 0:  # not its own doing: the OOM killer, a user
+                    raise RuntimeError(
+                        f"a math grader worker was killed by signal {-code} while starting (out "
+                        "of memory?)"
+                    ) from None
                 raise RuntimeError(
                     f"a math grader worker died while starting (exit code {code}). Workers are "
                     "spawned, so they re-import the main script: if it starts grading at import "

@@ -243,6 +243,19 @@ def test_worker_start_failure_is_reported():
             broken.grade(["<answer>1</answer>"], ["1"])
 
 
+def _slow_start_grade(text: str, gold: str) -> float | None:
+    time.sleep(60)  # the warm-up call never finishes
+    return 1.0
+
+
+def test_worker_killed_while_starting_is_not_blamed_on_the_main_guard():
+    with MathGrader(num_workers=1, grade_fn=_slow_start_grade) as slow:
+        slow._ensure_started()
+        slow._workers[0].process.kill()
+        with pytest.raises(RuntimeError, match="killed by signal 9 while starting"):
+            slow.grade(["<answer>1</answer>"], ["1"])
+
+
 def test_grade_fn_must_be_picklable():
     with pytest.raises(TypeError, match="picklable"):
         MathGrader(grade_fn=lambda text, gold: 1.0)
