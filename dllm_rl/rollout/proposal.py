@@ -50,8 +50,9 @@ def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) ->
     Returns:
         ``[B, K, V]`` float32 guided logits.
     """
-    uncond = uncond.float()
-    return uncond + (cfg_scale + 1.0) * (cond.float() - uncond)
+    uncond = uncond.float()  # [B, K, V]
+    guided = cond.float() if cond.dtype != torch.float32 else cond.clone()  # [B, K, V]
+    return guided.sub_(uncond).mul_(cfg_scale + 1.0).add_(uncond)  # two temporaries, not four
 
 
 def exclude_mask_token(logits: torch.Tensor, mask_token_id: int) -> torch.Tensor:

@@ -74,6 +74,18 @@ def test_guidance_formula():
     torch.testing.assert_close(got, torch.tensor([[[2.0, 0.0]]]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_guidance_leaves_its_inputs_alone(dtype):
+    cond, uncond = (
+        torch.tensor([[[1.0, 2.0]]], dtype=dtype),
+        torch.tensor([[[0.0, 4.0]]], dtype=dtype),
+    )
+    got = guided_logits(cond, uncond, 1.0)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, torch.tensor([[[2.0, 0.0]]]))
+    assert cond.tolist() == [[[1.0, 2.0]]] and uncond.tolist() == [[[0.0, 4.0]]]
+
+
 def test_commit_logprobs_use_the_temperature():
     logits = LOGITS.expand(1, 2, 3)  # two positions with p = [0.5, 0.3, 0.2]
     pos, tok = torch.tensor([[1]]), torch.tensor([[2]])
