@@ -49,6 +49,16 @@ class SpecialIds:
         return (self.eos,) if self.eot is None else (self.eos, self.eot)
 
 
+def tokenizer_token_id(tokenizer: object | None, token: str) -> int | None:
+    """The id of ``token`` in ``tokenizer``; None without a tokenizer or when it is unknown."""
+    if tokenizer is None:
+        return None
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if isinstance(token_id, int) and token_id != getattr(tokenizer, "unk_token_id", None):
+        return token_id
+    return None
+
+
 def bidirectional_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Padding mask -> explicit 4D bidirectional boolean mask.
 

@@ -20,7 +20,13 @@ from __future__ import annotations
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from dllm_rl.models.adapter import DiffusionLM, SpecialIds, additive_mask, as_4d_mask
+from dllm_rl.models.adapter import (
+    DiffusionLM,
+    SpecialIds,
+    additive_mask,
+    as_4d_mask,
+    tokenizer_token_id,
+)
 
 # Published special ids (Qwen2 tokenizer + Dream's mask token).
 DREAM_MASK_ID = 151666  # <|mask|>
@@ -111,9 +117,7 @@ def dream_ids(config: DreamConfig, tokenizer: object | None = None) -> SpecialId
     """
     eot = getattr(config, "eot_token_id", None)
     if eot is None and tokenizer is not None:
-        tok_eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(tok_eot, int) and tok_eot != getattr(tokenizer, "unk_token_id", None):
-            eot = tok_eot
+        eot = tokenizer_token_id(tokenizer, "<|im_end|>")
     elif eot is None and config.vocab_size > DREAM_EOT_ID:
         eot = DREAM_EOT_ID
     eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id

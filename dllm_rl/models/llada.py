@@ -28,7 +28,13 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
-from dllm_rl.models.adapter import DiffusionLM, SpecialIds, additive_mask, as_4d_mask
+from dllm_rl.models.adapter import (
+    DiffusionLM,
+    SpecialIds,
+    additive_mask,
+    as_4d_mask,
+    tokenizer_token_id,
+)
 
 # Published special ids (tokenizer of GSAI-ML/LLaDA-8B-*).
 LLADA_MASK_ID = 126336  # <|mdm_mask|>
@@ -466,9 +472,7 @@ def llada_ids(config: LLaDAConfig, tokenizer: object | None = None) -> SpecialId
     """
     eot = None
     if tokenizer is not None:
-        tok_eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
-        if isinstance(tok_eot, int) and tok_eot != getattr(tokenizer, "unk_token_id", None):
-            eot = tok_eot
+        eot = tokenizer_token_id(tokenizer, "<|eot_id|>")
     elif config.num_embeddings > LLADA_EOT_ID:
         eot = LLADA_EOT_ID
     pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id

@@ -165,8 +165,3 @@ class SamplerConfig:
         return ascending_schedule(
             self.gen_length, 1 if self.num_blocks is None else self.num_blocks
         )
-
-    @property
-    def forwards_per_step(self) -> int:
-        """Model forwards per decoding step: 2 with classifier-free guidance."""
-        return 2 if self.cfg_scale > 0 else 1
