@@ -1,0 +1,106 @@
+"""Code-grading throughput: sandbox overhead per program and programs/s on MBPP gold solutions.
+
+    python scripts/bench_sandbox.py --data ../shared/data --limit 100 --out /tmp/bench.json
+
+Two figures, each on the machine's CPUs (``--workers`` programs at a time):
+
+- ``empty_programs_per_s``: ``run_program("")``, the fixed cost of one sandbox (spawn, isolate,
+  supervise, tear down);
+- ``mbpp_gold_programs_per_s``: the code reward on the first ``--limit`` MBPP test rows with their
+  gold solution (each completion is one program that runs the candidate and all its tests).
+
+Results are printed and written as JSON to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+def bench_empty(n: int, workers: int) -> dict:
+    from rewards.sandbox import run_programs
+
+    run_programs([""], max_concurrency=1)  # warm-up: probes, caches
+    start = time.perf_counter()
+    results = run_programs([""] * n, max_concurrency=workers)
+    seconds = time.perf_counter() - start
+    return {
+        "n": n,
+        "seconds": round(seconds, 3),
+        "empty_programs_per_s": round(n / seconds, 2),
+        "errors": sum(r.error is not None for r in results),
+        "isolation": list(results[0].isolation),
+    }
+
+
+def bench_mbpp(data: Path | None, limit: int, workers: int) -> dict:
+    from dllm_rl.data import load_task
+    from rewards.code import make_code_reward
+
+    kwargs = {"source": data} if data is not None else {}
+    rows = load_task("mbpp", "test", limit=limit, **kwargs).to_dict()
+    gold = [f"```python\n{code}\n```" for code in rows["reference_code"]]
+    columns = {k: rows[k] for k in ("tests", "test_setup", "code_prefix", "entry_point")}
+    reward = make_code_reward(max_concurrency=workers)
+    reward(None, gold[:1], **{k: v[:1] for k, v in columns.items()})  # warm-up
+    start = time.perf_counter()
+    scores = reward(None, gold, **columns)
+    seconds = time.perf_counter() - start
+    return {
+        "n": len(gold),
+        "seconds": round(seconds, 3),
+        "mbpp_gold_programs_per_s": round(len(gold) / seconds, 2),
+        "gold_mean": sum(s or 0.0 for s in scores) / len(scores),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="local dataset copies")
+    parser.add_argument("--limit", type=int, default=100, help="MBPP rows to grade")
+    parser.add_argument("--empty", type=int, default=40, help="empty programs to run")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--label", default="", help="a name for this measurement")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the JSON figures")
+    args = parser.parse_args(argv)
+    report = {
+        "label": args.label,
+        "commit": _commit(),
+        "cpu_count": os.cpu_count(),
+        "workers": args.workers,
+        "python": platform.python_version(),
+        "empty": bench_empty(args.empty, args.workers),
+        "mbpp": bench_mbpp(args.data, args.limit, args.workers),
+    }
+    print(json.dumps(report, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
