@@ -160,6 +160,9 @@ class DiffusionLM:
             index tensor of positions and applies the LM head only there (our LLaDA, Dream).
             Off (the default, for masked LMs and arbitrary wrappers), ``positions`` slices the
             full output instead.
+        keeps_row_logits: ``logits_to_keep`` also accepts a ``[B, K]`` tensor of positions per
+            row (our LLaDA). Off, per-row ``positions`` score the window from the smallest to the
+            largest position asked for and gather from it.
     """
 
     model: nn.Module
@@ -170,6 +173,7 @@ class DiffusionLM:
     mask_format: str = "4d"
     mask_positions: bool = False
     keeps_logits: bool = False
+    keeps_row_logits: bool = False
 
     def __post_init__(self) -> None:
         if self.mask_format not in ("4d", "2d"):
@@ -203,7 +207,7 @@ class DiffusionLM:
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        positions: slice | None = None,
+        positions: slice | torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scores aligned so that position i scores token i, for every position or a window.
 
@@ -213,11 +217,17 @@ class DiffusionLM:
             positions: a contiguous window ``slice(lo, hi)`` of positions to score (the whole
                 sequence is still attended to); None scores all N. Equal to
                 ``logits(input_ids, attention_mask)[:, lo:hi]``, without computing the rest
-                when the family supports it (``keeps_logits``).
+                when the family supports it (``keeps_logits``). Or a ``[B, K]`` integer tensor
+                of positions per row (CJ-GRPO's committed tokens, the ELBO's masked ones):
+                equal to ``logits(...).gather(1, positions)``; the LM head runs on those
+                ``B * K`` positions only where the family supports it (``keeps_row_logits``).
 
         Returns:
-            ``[B, N, V]`` logits in the model's dtype, or ``[B, hi - lo, V]`` for a window.
+            ``[B, N, V]`` logits in the model's dtype, ``[B, hi - lo, V]`` for a window, or
+            ``[B, K, V]`` for per-row positions.
         """
+        if isinstance(positions, torch.Tensor):
+            return self._row_logits(input_ids, attention_mask, positions)
         n = input_ids.shape[1]
         lo, hi = (0, n) if positions is None else window_bounds(positions, n)
         window = (lo, hi) != (0, n)
@@ -247,10 +257,38 @@ class DiffusionLM:
             logits = logits[:, lo:hi].clone()  # [B, K, V]
         return logits
 
+    def _row_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """``[B, K, V]`` scores of ``positions [B, K]`` (see :meth:`logits`)."""
+        b, n = input_ids.shape
+        if positions.dim() != 2 or positions.shape[0] != b or positions.is_floating_point():
+            raise ValueError(
+                f"positions as a tensor must be [B={b}, K] integer positions, got "
+                f"{tuple(positions.shape)} {positions.dtype}"
+            )
+        if positions.numel() == 0:
+            raise ValueError("positions is empty: ask for at least one position per row")
+        lo, hi = int(positions.min()), int(positions.max()) + 1
+        if lo < 0 or hi > n:
+            raise ValueError(f"positions must lie in [0, {n}), got values in [{lo}, {hi - 1}]")
+        positions = positions.long()
+        if not self.keeps_row_logits:
+            window = self.logits(input_ids, attention_mask, positions=slice(lo, hi))  # [B, W, V]
+            index = (positions - lo).unsqueeze(-1).expand(-1, -1, window.shape[-1])
+            return window.gather(1, index)  # [B, K, V]
+        mask = None if attention_mask is None else bidirectional_mask(attention_mask)
+        kwargs = {}
+        if self.mask_positions and attention_mask is not None:
+            kwargs["position_ids"] = position_ids_from_mask(attention_mask)  # [B, N]
+        rows = (positions - 1).clamp(min=0) if self.shift_logits else positions  # [B, K]
+        out = self.model(input_ids=input_ids, attention_mask=mask, logits_to_keep=rows, **kwargs)
+        return out.logits if hasattr(out, "logits") else out  # [B, K, V]
+
     def __call__(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        positions: slice | None = None,
+        positions: slice | torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.logits(input_ids, attention_mask, positions)

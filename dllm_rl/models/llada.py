@@ -246,14 +246,18 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 def keep_positions(x: torch.Tensor, logits_to_keep: int | torch.Tensor | None) -> torch.Tensor:
     """The positions of ``x [B, N, d]`` to score: ``[B, K, d]`` (``logits_to_keep`` as in
-    transformers: an int n keeps the last n, 0 or None keeps all, a ``[K]`` tensor indexes)."""
+    transformers: an int n keeps the last n, 0 or None keeps all, a ``[K]`` tensor indexes the
+    same positions in every row; beyond transformers, a ``[B, K]`` tensor indexes per row)."""
     if logits_to_keep is None:
         return x
     if isinstance(logits_to_keep, int):
         return x[:, -logits_to_keep:] if logits_to_keep else x
+    if logits_to_keep.dim() == 2:
+        index = logits_to_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1])  # [B, K, d]
+        return x.gather(1, index)
     if logits_to_keep.dim() != 1:
         raise ValueError(
-            f"logits_to_keep must be an int or a 1D index tensor, got shape "
+            f"logits_to_keep must be an int, a [K] or a [B, K] index tensor, got shape "
             f"{tuple(logits_to_keep.shape)}"
         )
     return x[:, logits_to_keep]
@@ -404,7 +408,8 @@ class LLaDAModelLM(PreTrainedModel):
             position_ids: ``[B, N]`` RoPE positions; default ``0..N-1`` (as published).
             output_hidden_states: also return the input of every block and the final state.
             logits_to_keep: as in transformers' causal LMs: a ``[K]`` index tensor of positions,
-                or an int n for the last n (0 or None: all). The final norm and the output
+                or an int n for the last n (0 or None: all); or a ``[B, K]`` tensor of
+                positions per row. The final norm and the output
                 head run on those positions only; attention still covers all N.
 
         Returns:
@@ -488,6 +493,7 @@ def llada_adapter(model: LLaDAModelLM, tokenizer: object | None = None) -> Diffu
         family="llada",
         tokenizer=tokenizer,
         keeps_logits=True,
+        keeps_row_logits=True,
     )
 
 

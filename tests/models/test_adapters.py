@@ -218,6 +218,27 @@ def test_positions_score_a_window(any_lm, pad, window):
     assert heights == [14, hi - lo if any_lm.keeps_logits else 14]
 
 
+@pytest.mark.parametrize("pad", [0, 4])
+@torch.no_grad()
+def test_positions_per_row(any_lm, pad):
+    """``positions=[B, K]`` tensor is ``full.gather(1, positions)``; the families that can
+    (``keeps_row_logits``) run their LM head on the B * K positions only, the others on the
+    window from the smallest to the largest position asked for."""
+    ids, mask = _left_pad(any_lm, [_ids(any_lm, 14 - pad, seed=6), _ids(any_lm, 14, seed=7)])
+    mask = mask if pad else None
+    heights = []
+    any_lm.model.register_forward_hook(lambda _m, _a, out: heights.append(out.logits.shape[1]))
+    full = any_lm.logits(ids, mask)  # [2, 14, V]
+    where = torch.tensor([[13, 0, 7], [5, 9, 6]])  # [2, 3], unsorted, position 0 included
+    part = any_lm.logits(ids, mask, positions=where)  # [2, 3, V]
+    expected = full.gather(1, where.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+    torch.testing.assert_close(part, expected, atol=1e-5, rtol=1e-5)
+    assert heights[1] == (3 if any_lm.keeps_row_logits else 14)  # window 0..13 otherwise
+    for bad in (torch.tensor([[0, 14], [1, 2]]), torch.tensor([1, 2]), torch.zeros(2, 0).long()):
+        with pytest.raises(ValueError, match="positions"):
+            any_lm.logits(ids, mask, positions=bad)
+
+
 def test_positions_must_be_a_contiguous_window():
     from dllm_rl.models import build_tiny_llada
 

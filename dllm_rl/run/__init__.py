@@ -1,0 +1,1 @@
+"""Pieces every trainer shares: config parsing, the run directory, metrics logging, checkpoints."""
