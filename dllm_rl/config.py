@@ -1,0 +1,363 @@
+"""The config schemas: dataclasses are the schema, YAML recipes are instances.
+
+Sections shared by every trainer (``run``, ``model``, ``optim``) live here next to the RL
+trainer's own (``data``, ``rollout``, ``grpo``, ``eval``). Every field carries its help text
+(``train.py --help`` prints it). Checks that need only the config run in ``__post_init__``, so a bad
+value fails before any model, tokenizer or dataset loads; the batch arithmetic that needs the
+number of processes is checked by :func:`GRPOConfig.check_batch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dllm_rl.rollout.config import EosRejection, SamplerConfig
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+# ----------------------------------------------------------------------------- shared sections
+@dataclass
+class RunConfig:
+    """Where a run writes and for how long it runs (keys accepted at the top level of the CLI)."""
+
+    output_dir: str | None = _help(
+        "run directory; default outputs/<recipe>/<timestamp> (all ranks agree on it)", default=None
+    )
+    seed: int = _help("seed of every generator of the run (data order, rollouts, masks)", default=0)
+    max_steps: int = _help(
+        "training steps (RL: rollouts, each followed by num_iterations updates)", default=100
+    )
+    save_steps: int = _help("checkpoint every N steps (0: only at the end)", default=0)
+    eval_steps: int = _help("evaluate every N steps (0: never)", default=0)
+    logging_steps: int = _help("write samples.jsonl and the console line every N steps", default=1)
+    report_to: Literal["none", "wandb"] = _help(
+        "also log to wandb (offline without an API key)", default="none"
+    )
+    resume_from: str | None = _help("checkpoint directory, or 'latest' in output_dir", default=None)
+    dry_run: bool = _help(
+        "resolve and check the config, data and rewards; load nothing; exit", default=False
+    )
+    print_config: bool = _help("print the resolved config and exit", default=False)
+    save_total_limit: int | None = _help("keep only the newest N checkpoints", default=None)
+    log_samples: int = _help("completions written to samples.jsonl per logging step", default=4)
+    device: str = _help("auto (cuda > npu > mps > cpu), or a torch device name", default="auto")
+    wandb_project: str = _help("wandb project name", default="dllm-rl")
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"run.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("save_steps", "eval_steps", "logging_steps", "log_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"run.{name} must be >= 0, got {getattr(self, name)}")
+        if self.logging_steps == 0:
+            self.logging_steps = 1
+
+
+@dataclass
+class TinyModelConfig:
+    """Sizes of the random-weight tiny LLaDA built when ``model.name_or_path: tiny``."""
+
+    seed: int = _help("seed of the random weights", default=0)
+    d_model: int = _help("hidden size", default=64)
+    n_layers: int = _help("transformer blocks", default=2)
+    n_heads: int = _help("attention heads", default=4)
+    mlp_hidden_size: int | None = _help("MLP width (default 2 * d_model)", default=None)
+    init_std: float = _help("std of the normal weight init", default=0.02)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA through peft (off unless ``enabled``)."""
+
+    enabled: bool = _help("train LoRA adapters instead of every weight", default=False)
+    r: int = _help("LoRA rank", default=128)
+    alpha: int = _help("LoRA alpha (scaling alpha / r)", default=64)
+    dropout: float = _help("LoRA dropout", default=0.05)
+    target_modules: list[str] | str = _help(
+        "module names (suffix match) or one regex (full match); default: LLaDA's attention and "
+        "MLP projections inside the blocks (not the output head)",
+        default=r".*blocks\.\d+\.(q_proj|k_proj|v_proj|attn_out|ff_proj|up_proj|ff_out)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0:
+            raise ValueError(f"lora.r must be >= 1 and lora.alpha > 0 (got {self.r}, {self.alpha})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class ModelConfig:
+    """The policy (and, through it, the reference)."""
+
+    name_or_path: str = _help(
+        "checkpoint directory or hub id (GSAI-ML/LLaDA-8B-Instruct, ...), or 'tiny' for a "
+        "random-weight tiny LLaDA (see model.tiny)",
+        default="tiny",
+    )
+    family: str | None = _help("llada, dream or masked_lm; detected from config.json", default=None)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "parameter dtype; auto: bfloat16 on GPU/NPU, float32 on CPU", default="auto"
+    )
+    attn_implementation: Literal["sdpa", "eager"] = _help("attention backend", default="sdpa")
+    gradient_checkpointing: bool = _help("activation checkpointing (train mode)", default=False)
+    chat_template: bool = _help("wrap prompts in the tokenizer's chat template", default=False)
+    tiny: TinyModelConfig = _help("sizes of the tiny model", default_factory=TinyModelConfig)
+    lora: LoraConfig = _help("LoRA adapters", default_factory=LoraConfig)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name_or_path == "tiny"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and a transformers learning-rate schedule."""
+
+    lr: float = _help("peak learning rate", default=1e-5)
+    weight_decay: float = _help("AdamW weight decay", default=0.0)
+    betas: tuple[float, float] = _help("AdamW betas", default=(0.9, 0.999))
+    eps: float = _help("AdamW eps", default=1e-8)
+    max_grad_norm: float | None = _help(
+        "clip the global gradient norm (null: no clipping)", default=1.0
+    )
+    lr_scheduler: str = _help(
+        "transformers.get_scheduler name: constant, constant_with_warmup, linear, cosine, ...",
+        default="constant",
+    )
+    warmup_steps: int = _help("warm-up optimizer steps", default=0)
+
+    def __post_init__(self) -> None:
+        from transformers.trainer_utils import SchedulerType
+
+        if not self.lr > 0:
+            raise ValueError(f"training.lr must be > 0, got {self.lr}")
+        names = [s.value for s in SchedulerType]
+        if self.lr_scheduler not in names:
+            raise ValueError(
+                f"training.lr_scheduler={self.lr_scheduler!r} is unknown; one of {names}"
+            )
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(
+                f"training.max_grad_norm must be > 0 or null, got {self.max_grad_norm}"
+            )
+
+
+# ----------------------------------------------------------------------------- RL sections
+@dataclass
+class DataConfig:
+    """Prompts for rollouts (``dllm_rl.data.load_task``)."""
+
+    task: str = _help(
+        "task name: gsm8k, math500, countdown, sudoku, humaneval, mbpp, addition, ...",
+        default="addition",
+    )
+    split: str = _help("training split", default="train")
+    source: str | None = _help(
+        "None (local copy or generator), local, generate, hub, or a path", default=None
+    )
+    template: str | None = _help("prompt template name or string with {question}", default=None)
+    limit: int | None = _help("keep the first N rows", default=None)
+    options: dict[str, Any] = _help(
+        "generator options (size, digits, num_blanks, ...)", default_factory=dict
+    )
+    max_prompt_length: int | None = _help(
+        "left-truncate prompts to N tokens (counted in the log)", default=None
+    )
+    eval_split: str = _help("split of the periodic evaluation", default="test")
+    eval_options: dict[str, Any] = _help(
+        "generator options of the eval split", default_factory=dict
+    )
+
+
+@dataclass
+class EosRejectionConfig:
+    """EOS early rejection: scale EOS confidence by gamma(step) (see ``EosRejection``)."""
+
+    enabled: bool = _help("apply EOS early rejection", default=False)
+    gamma_min: float = _help("gamma at the first step", default=0.01)
+    gamma_max: float = _help("gamma at the last step", default=1.0)
+    gamma_schedule: Literal["linear", "power"] = _help("gamma table", default="linear")
+    ids: str | list[int] = _help("eos, stop (EOS and EOT), or a list of ids", default="eos")
+
+
+@dataclass
+class RolloutConfig:
+    """The masked-diffusion sampler of the rollouts (``SamplerConfig``)."""
+
+    gen_length: int = _help("L, completion positions", default=256)
+    steps: int | None = _help(
+        "S; uniform: default L; ascending: floor(log2 L), leave unset", default=None
+    )
+    block_length: int | None = _help("uniform: block size (default L)", default=None)
+    num_blocks: int | None = _help("number of blocks", default=None)
+    schedule: Literal["uniform", "ascending"] = _help(
+        "uniform (LLaDA) or ascending (ASS)", default="uniform"
+    )
+    temperature: float = _help("T of the rollouts (training needs T > 0)", default=1.0)
+    remasking: Literal["low_confidence", "random", "entropy", "margin"] = _help(
+        "ranking of the proposals", default="low_confidence"
+    )
+    eos_rejection: EosRejectionConfig = _help(
+        "EOS early rejection", default_factory=EosRejectionConfig
+    )
+
+    def sampler(self, temperature: float | None = None) -> SamplerConfig:
+        """The :class:`SamplerConfig` (validated), recording commit log-probs."""
+        e = self.eos_rejection
+        ids = e.ids if isinstance(e.ids, str) else tuple(e.ids)
+        return SamplerConfig(
+            gen_length=self.gen_length,
+            steps=self.steps,
+            block_length=self.block_length,
+            num_blocks=self.num_blocks,
+            schedule=self.schedule,
+            temperature=self.temperature if temperature is None else temperature,
+            remasking=self.remasking,
+            eos_rejection=EosRejection(e.enabled, e.gamma_min, e.gamma_max, e.gamma_schedule, ids),
+            record_logprobs=True,
+        )
+
+    def __post_init__(self) -> None:
+        self.sampler()  # validates the schedule now, before anything loads
+
+
+@dataclass
+class GRPOSection:
+    """CJ-GRPO / diffu-GRPO settings. Batch names say what they count."""
+
+    prompts_per_step: int = _help("global prompts per step (all ranks together)", default=8)
+    num_generations: int = _help("G, completions per prompt", default=4)
+    per_device_batch_size: int = _help("completions per micro-batch forward (training)", default=8)
+    generation_batch_size: int = _help("completions per rollout forward", default=32)
+    num_iterations: int = _help(
+        "mu: optimizer updates (passes over the rollout buffer) per step", default=1
+    )
+    estimator: Literal["trajectory", "one_step"] = _help(
+        "trajectory (CJ-GRPO: every recorded transition) or one_step (d1's diffu-GRPO)",
+        default="trajectory",
+    )
+    beta: float = _help("weight of the k3 KL to the reference (0: no reference pass)", default=0.0)
+    epsilon: float = _help("clip range below 1 (and above, unless epsilon_high)", default=0.2)
+    epsilon_high: float | None = _help("clip range above 1 (DAPO's clip-higher)", default=None)
+    scale_rewards: Literal["group", "batch", "none"] = _help(
+        "divide advantages by the group std, the batch std, or nothing", default="group"
+    )
+    loss_type: Literal["step_mean", "token_mean", "sequence_mean"] = _help(
+        "reduction: per-step token mean then mean over steps (CJ-GRPO), global token mean "
+        "(DAPO), or per-sequence mean then mean over sequences",
+        default="step_mean",
+    )
+    loss_positions: Literal["all", "until_eos"] = _help(
+        "positions in the loss: the whole canvas with its EOS run, or up to the first stop id",
+        default="all",
+    )
+    old_logps: Literal["rollout", "recompute"] = _help(
+        "log pi_old: the rollout's recorded commit log-probs (exact, free), or S more forwards",
+        default="rollout",
+    )
+    steps_per_backward: int = _help(
+        "trajectory: decoding steps per backward (1: peak memory does not grow with S)", default=1
+    )
+    p_mask_prompt: float = _help("one_step: probability of masking each prompt token", default=0.15)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "prompts_per_step",
+            "num_generations",
+            "per_device_batch_size",
+            "generation_batch_size",
+            "num_iterations",
+            "steps_per_backward",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"grpo.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_generations < 2 and self.scale_rewards == "group":
+            raise ValueError(
+                "grpo.num_generations must be >= 2 for group advantages (a group of 1 has "
+                "advantage 0 and no std)"
+            )
+        if self.beta < 0 or self.epsilon < 0 or (self.epsilon_high or 0) < 0:
+            raise ValueError("grpo.beta, grpo.epsilon and grpo.epsilon_high must be >= 0")
+        if not 0.0 <= self.p_mask_prompt < 1.0:
+            raise ValueError(f"grpo.p_mask_prompt must be in [0, 1), got {self.p_mask_prompt}")
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation on held-out prompts (every ``run.eval_steps``)."""
+
+    prompts: int = _help("held-out prompts per evaluation", default=32)
+    temperature: float = _help("sampling temperature of the evaluation (0: greedy)", default=0.0)
+    num_generations: int = _help("completions per held-out prompt", default=1)
+
+
+@dataclass
+class GRPOConfig:
+    """A CJ-GRPO / diffu-GRPO recipe."""
+
+    algorithm: Literal["grpo"] = _help("the trainer: grpo", default="grpo")
+    run: RunConfig = _help("run directory, length, logging", default_factory=RunConfig)
+    model: ModelConfig = _help("policy model", default_factory=ModelConfig)
+    data: DataConfig = _help("prompts", default_factory=DataConfig)
+    rewards: list[str | dict[str, Any]] = _help(
+        "reward names or {name, weight}: built-in, module:function, or an entry point",
+        default_factory=lambda: ["exact_answer"],
+    )
+    rollout: RolloutConfig = _help("the rollout sampler", default_factory=RolloutConfig)
+    grpo: GRPOSection = _help("the RL objective and its batch sizes", default_factory=GRPOSection)
+    training: OptimConfig = _help("optimizer and schedule", default_factory=OptimConfig)
+    eval: EvalConfig = _help("periodic evaluation", default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.rollout.temperature <= 0:
+            raise ValueError(
+                f"rollout.temperature={self.rollout.temperature}: training needs T > 0; at T = 0 "
+                "every completion of a group is the same, so every advantage is 0. Use T = 1.0 "
+                "(CJ-GRPO) or 0.9 (d1); eval.temperature may be 0."
+            )
+        if not self.rewards:
+            raise ValueError("rewards is empty: list at least one reward")
+
+    def check_batch(self, world_size: int) -> BatchPlan:
+        """The batch arithmetic, checked once at start-up with the numbers in the message."""
+        g = self.grpo
+        if g.prompts_per_step % world_size:
+            raise ValueError(
+                f"grpo.prompts_per_step={g.prompts_per_step} is not divisible by the "
+                f"{world_size} processes; use a multiple of {world_size}"
+            )
+        local_prompts = g.prompts_per_step // world_size
+        local = local_prompts * g.num_generations
+        for name in ("per_device_batch_size", "generation_batch_size"):
+            size = getattr(g, name)
+            if local % size:
+                raise ValueError(
+                    f"each process holds prompts_per_step / processes x num_generations = "
+                    f"{g.prompts_per_step} / {world_size} x {g.num_generations} = {local} "
+                    f"completions per step, not divisible by grpo.{name}={size}; choose a "
+                    f"divisor of {local}"
+                )
+        return BatchPlan(
+            world_size=world_size,
+            local_prompts=local_prompts,
+            local_completions=local,
+            micro_batches=local // g.per_device_batch_size,
+            generation_chunks=local // g.generation_batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What the batch settings mean on this many processes (derived, never configured)."""
+
+    world_size: int
+    local_prompts: int
+    local_completions: int
+    micro_batches: int  # gradient accumulation steps per optimizer step
+    generation_chunks: int
