@@ -58,9 +58,35 @@ from .sandbox import SandboxResult, run_programs
 
 RewardFunction = Callable[..., list[float | None]]
 
-_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _OPEN_FENCE = re.compile(r"```[ \t]*(python3?|py)\b[^\n]*\n(.*)\Z", re.DOTALL | re.IGNORECASE)
+_FENCE_TAG = re.compile(r"[ \t]*([\w+#.-]*)")
 _PYTHON_TAGS = {"python", "python3", "py"}
+MAX_COMPLETION_CHARS = 256 * 1024
+"""Longer completions are not graded (code reward and format score 0.0): no answer needs them."""
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """Every closed ```` ```tag ```` block as ``(tag, body)``, left to right, in linear time.
+
+    A block opens at a ```` ``` ````, takes the word after it as its tag, starts after the end of
+    that line and ends at the next ```` ``` ````. String searches only: the equivalent regex
+    rescans to the end of the text from every backtick of a long run without a newline
+    (quadratic).
+    """
+    blocks, position = [], 0
+    while True:
+        start = text.find("```", position)
+        if start < 0:
+            return blocks
+        newline = text.find("\n", start + 3)
+        if newline < 0:  # no later opening has a newline either
+            return blocks
+        end = text.find("```", newline + 1)
+        if end < 0:  # nor a closing fence
+            return blocks
+        tag = _FENCE_TAG.match(text, start + 3, newline).group(1)
+        blocks.append((tag, text[newline + 1 : end]))
+        position = end + 3
 
 
 def extract_code(text: str) -> tuple[str, bool]:
@@ -70,7 +96,7 @@ def extract_code(text: str) -> tuple[str, bool]:
     completions earlier blocks are drafts and the answer comes last. Without one, the last untagged
     ```` ``` ```` block; then an unterminated ```` ```python ```` block running to the end (a
     completion cut at the length limit); then the whole text (a base model's bare function body).
-    Indentation is kept (a body-only block continues ``code_prefix``).
+    Indentation is kept (a body-only block continues ``code_prefix``). Linear time in the text.
 
     Args:
         text: the completion text.
@@ -78,7 +104,7 @@ def extract_code(text: str) -> tuple[str, bool]:
     Returns:
         ``(code, fenced)``.
     """
-    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(text)]
+    blocks = [(tag.lower(), body) for tag, body in fenced_blocks(text)]
     for wanted in (_PYTHON_TAGS, {""}):
         chosen = [body for tag, body in blocks if tag in wanted]
         if chosen:
@@ -92,7 +118,9 @@ def extract_code(text: str) -> tuple[str, bool]:
 
 def _trim(code: str) -> str:
     """Drop leading blank lines and trailing whitespace, keep the first line's indentation."""
-    return re.sub(r"\A(?:[ \t]*\n)+", "", code).rstrip()
+    stripped = code.lstrip(" \t\n")
+    first_line = code.rfind("\n", 0, len(code) - len(stripped))  # end of the last blank line
+    return code[first_line + 1 :].rstrip()
 
 
 def defines(code: str, name: str) -> bool:
@@ -401,7 +429,11 @@ def grade_code(
         if not tests[i]:
             grades[i] = CodeGrade(None, 0, 0, "no tests")
             continue
-        code, _ = extract_code(completion_text(completion))
+        text = completion_text(completion)
+        if len(text) > MAX_COMPLETION_CHARS:
+            grades[i] = CodeGrade(0.0, 0, len(tests[i]), "completion too long")
+            continue
+        code, _ = extract_code(text)
         programs.append(build_program(code, tests[i], setups[i], prefixes[i], entries[i]))
         rows.append(i)
     results = run_programs(
@@ -446,8 +478,11 @@ def _tests_column(tests: Any, n: int) -> list[list[str] | None]:
 
 def code_format_score(completion: Any, code_prefix: str | None = None) -> float:
     """1.0: a fenced block that parses (alone or behind ``code_prefix``); 0.5: fenced, does not
-    parse; 0.0: no fenced block."""
-    code, fenced = extract_code(completion_text(completion))
+    parse; 0.0: no fenced block, or a completion longer than :data:`MAX_COMPLETION_CHARS`."""
+    text = completion_text(completion)
+    if len(text) > MAX_COMPLETION_CHARS:
+        return 0.0
+    code, fenced = extract_code(text)
     if not fenced:
         return 0.0
     if _parses(code) or (code_prefix and _parses(assemble_candidate(code, code_prefix, None))):

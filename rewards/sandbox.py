@@ -62,9 +62,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .sandbox_isolation import boot_source, kill_all_of_uid, lease_uid
+from .sandbox_isolation import (
+    WORKDIR_PREFIX,
+    boot_source,
+    kill_all_of_uid,
+    lease_uid,
+    owner_tag,
+    sweep_stale,
+)
 
 logger = logging.getLogger(__name__)
+
+_MAX_REPORT_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,8 @@ class SandboxResult:
             never reported.
         error: an infrastructure failure (could not spawn, could not set up the sandbox);
             ``None`` when the program ran. Graders turn it into a ``None`` reward, not a zero.
+        report_overflow: the program wrote more than 4 MiB of reports; ``report`` is then
+            ``None`` (its fault: the supervisor's records travel on a pipe it never holds).
     """
 
     exit_code: int | None
@@ -103,6 +114,7 @@ class SandboxResult:
     isolation: tuple[str, ...]
     report: str | None
     error: str | None = None
+    report_overflow: bool = False
 
     @property
     def outcome(self) -> str:
@@ -130,7 +142,9 @@ def run_program(
     tmp_mb: int = 64,
     max_output_bytes: int = 64 * 1024,
     site_packages: bool = False,
-    namespaces: bool = True,
+    namespaces: bool | None = None,
+    drop_uid: bool | None = None,
+    seccomp: bool | None = None,
 ) -> SandboxResult:
     """Run ``source`` as ``__main__`` in a fresh sandboxed interpreter (see the module docstring).
 
@@ -149,13 +163,57 @@ def run_program(
         tmp_mb: size of its private ``/tmp`` (and ``/var/tmp``, ``/dev/shm``) when it has one.
         max_output_bytes: cap on the captured stdout and on the captured stderr.
         site_packages: let it import installed packages (runs without ``-S``).
-        namespaces: use Linux namespaces where allowed (``False``: only limits and the uid drop;
-            for debugging, or hosts where namespaces misbehave).
+        namespaces: use Linux namespaces where allowed (``False``: only limits, the uid drop and
+            seccomp; for debugging, or hosts where namespaces misbehave). Default:
+            ``$DLLM_RL_SANDBOX_NAMESPACES`` (``0`` turns them off), else ``True``.
+        drop_uid: as root, run the program as a leased unprivileged uid (``False``: keep the
+            caller's uid, without capabilities: how a non-root caller runs). Default:
+            ``$DLLM_RL_SANDBOX_DROP_UID``, else ``True``.
+        seccomp: install the seccomp filter (no Unix-domain sockets). Default:
+            ``$DLLM_RL_SANDBOX_SECCOMP``, else ``True``.
 
     Returns:
         A :class:`SandboxResult`; infrastructure failures are in ``error``, never raised.
     """
-    config = {
+    with _slots():
+        return _run(
+            _config(
+                source,
+                timeout_s,
+                memory_mb,
+                max_processes,
+                max_open_files,
+                max_file_mb,
+                tmp_mb,
+                namespaces,
+                drop_uid,
+                seccomp,
+            ),
+            max_output_bytes=max_output_bytes,
+            site_packages=site_packages,
+        )
+
+
+def _mode(value: bool | None, variable: str) -> bool:
+    """An explicit argument, else the environment variable (``0``/``false``/``no``: off)."""
+    if value is not None:
+        return bool(value)
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _config(
+    source: str,
+    timeout_s: float,
+    memory_mb: int,
+    max_processes: int,
+    max_open_files: int,
+    max_file_mb: int,
+    tmp_mb: int,
+    namespaces: bool | None,
+    drop_uid: bool | None,
+    seccomp: bool | None,
+) -> dict:
+    return {
         "source": source,
         "timeout_s": float(timeout_s),
         "memory_bytes": int(memory_mb) * 2**20,
@@ -163,11 +221,90 @@ def run_program(
         "max_open_files": int(max_open_files),
         "max_file_bytes": int(max_file_mb) * 2**20,
         "tmp_mb": int(tmp_mb),
-        "namespaces": bool(namespaces),
+        "namespaces": _mode(namespaces, "DLLM_RL_SANDBOX_NAMESPACES"),
+        "drop_uid": _mode(drop_uid, "DLLM_RL_SANDBOX_DROP_UID"),
+        "seccomp": _mode(seccomp, "DLLM_RL_SANDBOX_SECCOMP"),
         "parent_mount_ns": _mount_namespace(),
+        "link_fds": (),
     }
-    with _slots():
-        return _run(config, max_output_bytes=max_output_bytes, site_packages=site_packages)
+
+
+def run_linked(
+    program: str,
+    judge: str,
+    *,
+    timeout_s: float = 10.0,
+    max_output_bytes: int = 64 * 1024,
+    **limits,
+) -> tuple[SandboxResult, SandboxResult]:
+    """Run two programs, each in a sandbox of its own, joined by a pair of pipes only.
+
+    Each finds ``__sandbox_link__ = (read_fd, write_fd)`` in its globals: what ``judge`` writes
+    ``program`` reads and the other way round. Both get their own uid where the caller is root
+    (and, in any mode, neither may ptrace the other). When ``judge`` ends, ``program`` is
+    stopped: the judge's result is the verdict (the code reward evaluates tests this way, outside
+    the candidate's interpreter). The pair holds one concurrency slot.
+
+    Args:
+        program: the untrusted program's source.
+        judge: the trusted program's source.
+        timeout_s: the budget of each; the judge should end before it on its own.
+        max_output_bytes: cap on each captured stream.
+        **limits: other keyword arguments of :func:`run_program`, for both.
+
+    Returns:
+        ``(program_result, judge_result)``.
+    """
+    site_packages = limits.pop("site_packages", False)
+    names = (
+        "memory_mb",
+        "max_processes",
+        "max_open_files",
+        "max_file_mb",
+        "tmp_mb",
+        "namespaces",
+        "drop_uid",
+        "seccomp",
+    )
+    defaults = (1024, 16, 64, 16, 64, None, None, None)
+    unknown = set(limits) - set(names)
+    if unknown:
+        raise TypeError(f"unknown sandbox limits {sorted(unknown)}; expected some of {names}")
+    values = [limits.get(n, d) for n, d in zip(names, defaults)]
+    program_config = _config(program, timeout_s, *values)
+    judge_config = _config(judge, timeout_s, *values)
+    to_program, from_judge = os.pipe()
+    to_judge, from_program = os.pipe()
+    program_config["link_fds"] = (to_program, from_program)
+    judge_config["link_fds"] = (to_judge, from_judge)
+    judge_done = threading.Event()
+    outcome: dict[str, SandboxResult] = {}
+
+    def run_judge() -> None:
+        try:
+            outcome["judge"] = _run(
+                judge_config, max_output_bytes=max_output_bytes, site_packages=False
+            )
+        finally:
+            judge_done.set()
+
+    try:
+        with _slots():
+            thread = threading.Thread(target=run_judge, name="sandbox-judge", daemon=True)
+            thread.start()
+            try:
+                outcome["program"] = _run(
+                    program_config,
+                    max_output_bytes=max_output_bytes,
+                    site_packages=site_packages,
+                    stop=judge_done,
+                )
+            finally:
+                thread.join()
+    finally:
+        for fd in (to_program, from_judge, to_judge, from_program):
+            os.close(fd)
+    return outcome["program"], outcome["judge"]
 
 
 def run_programs(
@@ -252,13 +389,20 @@ def isolation_available() -> tuple[str, ...]:
 # Parent side.
 
 
-def _run(config: dict, *, max_output_bytes: int, site_packages: bool) -> SandboxResult:
+def _run(
+    config: dict,
+    *,
+    max_output_bytes: int,
+    site_packages: bool,
+    stop: threading.Event | None = None,
+) -> SandboxResult:
     start = time.monotonic()
     token = secrets.token_hex(16)
     workdir = None
+    sweep_stale()
     try:
-        workdir = tempfile.mkdtemp(prefix="dllm-rl-sandbox-")
-        with lease_uid() as uid:
+        workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{owner_tag()}-")
+        with lease_uid(config["drop_uid"]) as uid:
             if uid is not None:
                 os.chown(workdir, uid, uid)
             return _spawn_and_collect(
@@ -267,6 +411,7 @@ def _run(config: dict, *, max_output_bytes: int, site_packages: bool) -> Sandbox
                 start=start,
                 max_output_bytes=max_output_bytes,
                 site_packages=site_packages,
+                stop=stop,
             )
     except OSError as exc:  # cannot create the directory, lease a uid, make pipes, spawn
         return _failed(f"{type(exc).__name__}: {exc}", start)
@@ -276,11 +421,19 @@ def _run(config: dict, *, max_output_bytes: int, site_packages: bool) -> Sandbox
 
 
 def _spawn_and_collect(
-    config: dict, *, token: str, start: float, max_output_bytes: int, site_packages: bool
+    config: dict,
+    *,
+    token: str,
+    start: float,
+    max_output_bytes: int,
+    site_packages: bool,
+    stop: threading.Event | None,
 ) -> SandboxResult:
-    read_fd, write_fd = os.pipe()
-    config["result_fd"] = write_fd
-    config["token"] = token
+    records_read, records_write = os.pipe()  # the supervisor's; the program never holds it
+    reports_read, reports_write = os.pipe()  # the program's __sandbox_report__ calls
+    config.update(
+        records_fd=records_write, report_fd=reports_write, token=token, parent_pid=os.getpid()
+    )
     flags = ["-I", "-B"] + ([] if site_packages else ["-S"])
     workdir = config["workdir"]
     env = {
@@ -296,24 +449,30 @@ def _spawn_and_collect(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(write_fd,),
+            pass_fds=(records_write, reports_write, *config["link_fds"]),
             cwd=workdir,
             env=env,
             start_new_session=True,
         )
     except OSError:
-        os.close(read_fd)
+        os.close(records_read)
+        os.close(reports_read)
         raise
     finally:
-        os.close(write_fd)
-    with proc, open(read_fd, "rb", buffering=0) as results:
+        os.close(records_write)
+        os.close(reports_write)
+    with (
+        proc,
+        open(records_read, "rb", buffering=0) as records,
+        open(reports_read, "rb", buffering=0) as reports,
+    ):
         try:
             proc.stdin.write(marshal.dumps(config))
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it died before reading its configuration; reported below as "did not start"
         deadline = start + _collect_deadline_s(config["timeout_s"])
-        captures = _collect(proc, results, max_output_bytes, deadline)
+        captures = _collect(proc, records, reports, max_output_bytes, deadline, stop)
         try:
             proc.wait(max(0.0, deadline - time.monotonic()))
             hard_timeout = False
@@ -324,8 +483,7 @@ def _spawn_and_collect(
                 proc.wait(1.0)
             _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
-    records = _parse_records(bytes(captures["results"].data), token)
-    result = _make_result(records, captures, start, hard_timeout, proc.returncode)
+    result = _make_result(captures, token, start, hard_timeout, proc.returncode)
     if config["uid"] is not None and ("pid" not in result.isolation or hard_timeout):
         kill_all_of_uid(config["uid"])  # what a pid namespace did not (or may not) take down
     return result
@@ -341,19 +499,28 @@ class _Capture:
 
 
 def _collect(
-    proc: subprocess.Popen, results, max_output_bytes: int, deadline: float
+    proc: subprocess.Popen,
+    records,
+    reports,
+    max_output_bytes: int,
+    deadline: float,
+    stop: threading.Event | None,
 ) -> dict[str, _Capture]:
-    """Read stdout, stderr and the result pipe (each capped) until the supervisor is done."""
+    """Read stdout, stderr, the records and the reports (each capped) until the supervisor is
+    done; when ``stop`` is set, ask the supervisor to end the program."""
     captures = {
         "stdout": _Capture(max_output_bytes, bytearray()),
         "stderr": _Capture(max_output_bytes, bytearray()),
-        "results": _Capture(4 * 2**20, bytearray()),
+        "records": _Capture(64 * 1024, bytearray()),
+        "reports": _Capture(_MAX_REPORT_BYTES, bytearray()),
     }
     exited_at = None
+    stopped = False
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ, captures["stdout"])
         selector.register(proc.stderr, selectors.EVENT_READ, captures["stderr"])
-        selector.register(results, selectors.EVENT_READ, captures["results"])
+        selector.register(records, selectors.EVENT_READ, captures["records"])
+        selector.register(reports, selectors.EVENT_READ, captures["reports"])
 
         def read(timeout: float) -> bool:
             events = selector.select(timeout)
@@ -379,16 +546,21 @@ def _collect(
                 while selector.get_map() and read(0):
                     pass
                 break
-            read(min(deadline - now, 0.25))
+            if stop is not None and not stopped and stop.is_set():
+                stopped = True
+                _signal_group(proc.pid, signal.SIGTERM)
+            read(min(deadline - now, 0.05 if stop is not None and not stopped else 0.25))
     return captures
 
 
 def _parse_records(data: bytes, token: str) -> dict[str, list[str]]:
-    """Records ``<token> <kind> <escaped text>\\n`` written by the sandbox, by kind."""
+    """Records ``<token> <kind> <escaped text>\\n``, by kind (complete lines only)."""
     records: dict[str, list[str]] = {}
     for piece in data.split(token.encode())[1:]:
-        line = piece.split(b"\n", 1)[0].decode("utf-8", "replace")
-        kind, _, text = line[1:].partition(" ")
+        line, newline, _ = piece.partition(b"\n")
+        if not newline:
+            continue  # cut off by the cap
+        kind, _, text = line.decode("utf-8", "replace")[1:].partition(" ")
         records.setdefault(kind, []).append(_unescape(text))
     return records
 
@@ -406,12 +578,15 @@ def _unescape(text: str) -> str:
 
 
 def _make_result(
-    records: dict[str, list[str]],
     captures: dict[str, _Capture],
+    token: str,
     start: float,
     hard_timeout: bool,
     supervisor_code: int | None,
 ) -> SandboxResult:
+    records = _parse_records(bytes(captures["records"].data), token)
+    reports = _parse_records(bytes(captures["reports"].data), token).get("report")
+    report_overflow = captures["reports"].truncated  # the program's fault: no report counts
     isolation = tuple(f for f in (records.get("ready") or [""])[-1].split(",") if f)
     exit_code = killed_by = None
     timed_out = hard_timeout
@@ -439,8 +614,9 @@ def _make_result(
         wall_s=time.monotonic() - start,
         network_isolated="net" in isolation,
         isolation=isolation,
-        report=records["report"][-1] if records.get("report") else None,
+        report=reports[-1] if reports and not report_overflow else None,
         error=error,
+        report_overflow=report_overflow,
     )
 
 

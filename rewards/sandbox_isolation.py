@@ -47,40 +47,110 @@ def kill_all_of_uid(uid: int) -> None:
         )
 
 
+WORKDIR_PREFIX = "dllm-rl-sandbox-"
+_LOCK_DIR = "/tmp/dllm-rl-sandbox-uids"  # fixed, not $TMPDIR: all processes must agree
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), ``None`` if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except OSError:
+        return None
+    return stat_line[stat_line.rindex(b")") + 2 :].split()[19].decode()
+
+
+@functools.lru_cache(maxsize=1)
+def owner_tag() -> str:
+    """``<pid>.<start time>`` of this process: working directories carry it, so that a later
+    process can tell the folders of a process that is gone (a trainer killed with SIGKILL)."""
+    return f"{os.getpid()}.{_start_time(os.getpid())}"
+
+
+_swept: set[int] = set()
+
+
+def sweep_stale() -> None:
+    """Once per process: delete the sandbox working directories whose owner process is gone,
+    and (as root) kill what still runs as a pool uid that no live process has leased."""
+    if os.getpid() in _swept:
+        return
+    _swept.add(os.getpid())
+    import shutil
+    import tempfile
+
+    base = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            owner = name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
+            pid, _, started = owner.partition(".")
+            if not name.startswith(WORKDIR_PREFIX) or not pid.isdigit() or not started:
+                continue
+            path = os.path.join(base, name)
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_uid != os.geteuid() or _start_time(int(pid)) == started:
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+    pool = _uid_pool() if os.geteuid() == 0 else None
+    if pool is None:
+        return
+    uids = set()
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, ValueError):
+            if entry.isdigit():
+                uid = os.stat(f"/proc/{entry}").st_uid
+                if pool <= uid < pool + _UID_POOL_SIZE:
+                    uids.add(uid)
+    for uid in uids:
+        with contextlib.suppress(OSError), _try_lock(uid) as held:
+            if held:
+                kill_all_of_uid(uid)
+
+
 @contextlib.contextmanager
-def lease_uid() -> Iterator[int | None]:
-    """An unprivileged uid used by no other sandboxed program while held (``None`` if not root).
+def _try_lock(uid: int) -> Iterator[bool]:
+    """Hold the lease lock of ``uid`` if nobody does (``True``), else yield ``False``."""
+    os.makedirs(_LOCK_DIR, mode=0o700, exist_ok=True)
+    info = os.lstat(_LOCK_DIR)
+    if info.st_uid != 0 or not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{_LOCK_DIR} must be a directory owned by root")
+    fd = os.open(os.path.join(_LOCK_DIR, str(uid)), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def lease_uid(drop: bool = True) -> Iterator[int | None]:
+    """An unprivileged uid used by no other sandboxed program while held (``None`` if not root,
+    or if ``drop`` is false: the program then keeps the caller's uid).
 
     Leases are ``flock``s on files in a root-only directory, so they hold across processes (several
     trainer ranks on one machine) and vanish with the process that holds them.
     """
-    pool = _uid_pool() if os.geteuid() == 0 else None
+    pool = _uid_pool() if os.geteuid() == 0 and drop else None
     if pool is None:
         yield None
         return
-    lock_dir = "/tmp/dllm-rl-sandbox-uids"  # fixed, not $TMPDIR: all processes must agree
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    info = os.lstat(lock_dir)
-    if info.st_uid != 0 or not stat.S_ISDIR(info.st_mode):
-        raise PermissionError(f"{lock_dir} must be a directory owned by root")
     first = secrets.randbelow(_UID_POOL_SIZE)
     for i in range(_UID_POOL_SIZE):
         uid = pool + (first + i) % _UID_POOL_SIZE
         if uid in _RECENT_UIDS:  # so that "processes of this uid" means one run's processes
             continue
-        fd = os.open(
-            os.path.join(lock_dir, str(uid)), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            yield uid
-        finally:
-            _RECENT_UIDS.append(uid)
-            os.close(fd)  # releases the lock
+        with _try_lock(uid) as held:
+            if not held:
+                continue
+            try:
+                yield uid
+            finally:
+                _RECENT_UIDS.append(uid)
         return
     raise OSError(f"all {_UID_POOL_SIZE} sandbox uids are in use")
 
@@ -116,15 +186,24 @@ def _uid_pool() -> int | None:
 
 def _boot_main() -> None:
     """Read the configuration, isolate, fork the program and supervise it."""
+    import ctypes
     import marshal
     import os
+    import signal
     import sys
 
     config = marshal.loads(sys.stdin.buffer.read())
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    send = _boot_channel(config.pop("result_fd"), config.pop("token"))
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig, pr_set_child_subreaper = 1, 36
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)  # the trainer died: so do we
+    if os.getppid() != config["parent_pid"]:  # it died before the line above
+        os._exit(70)
+    libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)  # orphans (setsid daemons) come back to us
+    records_fd = config.pop("records_fd")
+    send = _boot_channel(records_fd, config["token"])
     try:
         namespaces = _boot_unshare() if config["namespaces"] else []
         pid = os.fork()
@@ -138,13 +217,19 @@ def _boot_main() -> None:
             send("error", f"sandbox setup failed: {type(exc).__name__}: {exc}")
             os._exit(70)
         send("ready", ",".join(facts))
-        _boot_run(config["source"], send)
-    _boot_supervise(pid, config["timeout_s"], send)
+        # The supervisor's records travel on a descriptor the program never holds; nothing
+        # opened before the privilege drop survives either: only stdio, report and link pipes.
+        keep = sorted({0, 1, 2, config["report_fd"], *config["link_fds"]})
+        for low, high in zip(keep, keep[1:] + [2**20]):
+            os.closerange(low + 1, high)
+        del send
+        _boot_run(config["source"], _boot_channel(config["report_fd"], config["token"]), config)
+    _boot_supervise(pid, config["timeout_s"], send, "pid" in namespaces)
 
 
 def _boot_channel(fd: int, token: str):
-    """``send(kind, text)``: one record on the result pipe. Binds every callable it uses now, so
-    that the program cannot change its behaviour by patching modules or builtins."""
+    """``send(kind, text)``: one record on a pipe. Binds every callable it uses now, so that the
+    program cannot change its behaviour by patching modules or builtins."""
     import os
 
     prefix = token + " "
@@ -202,36 +287,22 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
     """In the forked child, still privileged: mounts, working directory, limits, privileges."""
     import ctypes
     import os
+    import platform  # noqa: F401  (imported while the interpreter's files are reachable)
     import resource
     import signal
-    import sys
 
     os.setsid()
     libc = ctypes.CDLL(None, use_errno=True)
     facts = list(namespaces)
-    # Reach the interpreter's libraries through open directories: they stay readable after the
-    # uid drop (Python may live under /root) and after /tmp is covered.
-    shims = {}
-    for entry in sys.path:
-        if entry and os.path.isdir(entry):
-            shims[entry] = f"/proc/self/fd/{os.open(entry, os.O_RDONLY | os.O_DIRECTORY)}"
-
-    def shim(path):
-        for entry, fd_path in shims.items():
-            if path == entry or path.startswith(entry + os.sep):
-                return fd_path + path[len(entry) :]
-        return path
-
-    sys.path[:] = [shim(entry) for entry in sys.path]
-    for module in list(sys.modules.values()):  # packages imported already (encodings, ...)
-        if isinstance(getattr(module, "__path__", None), list):
-            module.__path__[:] = [shim(p) for p in module.__path__]
-    sys.path_importer_cache.clear()
     workdir = config["workdir"]
     if "mount" in namespaces:
         facts += _boot_mount(libc, config, "pid" in namespaces)
         if "private-tmp" in facts:
             workdir = "/tmp"
+    uid = config["uid"]
+    drop_uid = uid is not None and os.geteuid() == 0 and "user" not in namespaces
+    if drop_uid and "minimal-root" not in facts:
+        facts += _boot_preimport(uid)
     os.chdir(workdir)
     os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)
     cpu = int(config["timeout_s"]) + 2
@@ -244,8 +315,7 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
         (resource.RLIMIT_CORE, 0),
     ):
         resource.setrlimit(limit, (value, value))
-    uid = config["uid"]
-    if uid is not None and os.geteuid() == 0 and "user" not in namespaces:
+    if drop_uid:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
@@ -256,15 +326,57 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
     pr_set_pdeathsig, pr_set_dumpable, pr_set_no_new_privs = 1, 4, 38
     if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    libc.prctl(pr_set_dumpable, 1, 0, 0, 0)  # the uid drop cleared it; /proc/self/fd needs it
-    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)  # the uid drop cleared it too
+    # Not dumpable: no process of the same uid may ptrace it or read its memory (the judge of the
+    # code grader, where both run as one uid).
+    libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)  # the uid drop cleared it
+    if config["seccomp"]:
+        facts += _boot_seccomp(libc)
     return facts
 
 
-def _boot_mount(libc, config: dict, new_pid_namespace: bool) -> list[str]:
-    """In the new mount namespace: every file system read-only, private size-capped temporary
-    directories, and (in a new pid namespace) a private /proc. None of it is visible outside."""
+def _boot_preimport(uid: int) -> list[str]:
+    """Without a minimal root, the interpreter's files may be out of the uid's reach (Python
+    under a 0700 home): import common standard modules while still privileged, so that programs
+    can use them; other imports then fail. No descriptor is kept open for the program."""
     import os
+    import stat
+    import sys
+
+    def reachable(path):
+        parts = os.path.abspath(path).split(os.sep)
+        for i in range(1, len(parts) + 1):
+            try:
+                mode = os.stat(os.sep.join(parts[:i]) or os.sep).st_mode
+            except OSError:
+                return False
+            if not mode & stat.S_IXOTH or (i == len(parts) and not mode & stat.S_IROTH):
+                return False
+        return True
+
+    if all(reachable(entry) for entry in sys.path if entry and os.path.isdir(entry)):
+        return []
+    for name in (
+        "array bisect cmath collections copy dataclasses datetime decimal enum fractions "
+        "functools hashlib heapq itertools json math numbers operator random re select "
+        "statistics string struct textwrap time traceback typing unicodedata"
+    ).split():
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    return ["preimported-stdlib"]
+
+
+def _boot_mount(libc, config: dict, new_pid_namespace: bool) -> list[str]:
+    """In the new mount namespace: a minimal root file system holding only the interpreter's
+    files and system libraries (read-only), five device files, a private size-capped ``/tmp``
+    and (in a new pid namespace) a private ``/proc``; then ``pivot_root`` into it. The project
+    tree, home directories, ``/etc``, ``/run`` and every socket file outside it are gone."""
+    import ctypes
+    import os
+    import platform
+    import sys
 
     ms_rdonly, ms_nosuid, ms_nodev, ms_noexec = 1, 2, 4, 8
     ms_remount, ms_bind, ms_rec, ms_private = 32, 4096, 0x4000, 1 << 18
@@ -272,33 +384,119 @@ def _boot_mount(libc, config: dict, new_pid_namespace: bool) -> list[str]:
     parent_ns = config["parent_mount_ns"]
     if not parent_ns or os.readlink("/proc/self/ns/mnt") == parent_ns:
         return []  # never remount anything unless provably in a namespace of our own
-    if libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0:
+    pivot_root = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
+    if pivot_root is None or libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0:
         return []
-    with open("/proc/self/mountinfo", "rb") as f:
-        points = [line.split()[4] for line in f]
-    failed = 0
-    for point in points:
-        for escaped, char in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n")):
-            point = point.replace(escaped, char)
-        point = point.replace(b"\\134", b"\\")
-        try:
-            flags = os.statvfs(point).f_flag & kept
-        except OSError:
+
+    def check(ok, what):
+        if not ok:
+            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    root = config["workdir"]
+    check(
+        libc.mount(b"tmpfs", root.encode(), b"tmpfs", ms_nosuid | ms_nodev, b"size=1m,mode=755")
+        == 0,
+        "mount the new root",
+    )
+    binds = []
+    system = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
+    for path in system + sorted(sys.path, key=len):
+        if not path or not os.path.exists(path):
             continue
-        flags |= ms_bind | ms_remount | ms_rdonly
-        failed += libc.mount(None, point, None, flags, None) != 0
-    facts = [] if failed else ["read-only-fs"]
+        if os.path.islink(path) and os.path.dirname(path) == "/":  # merged /usr: /lib -> usr/lib
+            os.symlink(os.readlink(path), root + path)
+        elif os.path.isdir(path) and not any(path.startswith(b + "/") for b in binds):
+            binds.append(path)
+    files = [f"/dev/{name}" for name in ("null", "zero", "full", "random", "urandom")]
+    files.append("/etc/ld.so.cache")  # where the dynamic loader finds shared libraries
+    for path in binds + files:
+        if path in files:
+            if not os.path.exists(path):
+                continue
+            os.makedirs(os.path.dirname(root + path), exist_ok=True)
+            open(root + path, "w").close()
+        else:
+            os.makedirs(root + path, exist_ok=True)
+        check(libc.mount(path.encode(), (root + path).encode(), None, ms_bind, None) == 0, path)
+        flags = (os.statvfs(root + path).f_flag & kept) | ms_bind | ms_remount | ms_rdonly
+        check(libc.mount(None, (root + path).encode(), None, flags | ms_nosuid, None) == 0, path)
+    facts = ["minimal-root", "read-only-fs"]
+    os.makedirs(root + "/tmp")
     options = f"size={int(config['tmp_mb'])}m,mode=1777".encode()
-    for path in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
-        if os.path.isdir(path):
-            ok = libc.mount(b"tmpfs", path.encode(), b"tmpfs", ms_nosuid | ms_nodev, options) == 0
-            if path == "/tmp" and ok:
-                facts.append("private-tmp")
+    check(
+        libc.mount(b"tmpfs", (root + "/tmp").encode(), b"tmpfs", ms_nosuid | ms_nodev, options)
+        == 0,
+        "mount /tmp",
+    )
+    facts.append("private-tmp")
+    os.makedirs(root + "/var")
+    for link in ("/var/tmp", "/dev/shm"):
+        os.symlink("/tmp", root + link)
     if new_pid_namespace:
+        os.makedirs(root + "/proc")
         flags = ms_nosuid | ms_nodev | ms_noexec
-        if libc.mount(b"proc", b"/proc", b"proc", flags, None) == 0:
+        if libc.mount(b"proc", (root + "/proc").encode(), b"proc", flags, None) == 0:
             facts.append("private-proc")
+    os.chdir(root)
+    check(libc.syscall(pivot_root, b".", b".") == 0, "pivot_root")
+    check(libc.umount2(b".", 2) == 0, "detach the old root")  # MNT_DETACH
+    os.chdir("/")
+    flags = ms_remount | ms_bind | ms_rdonly | ms_nosuid | ms_nodev
+    check(libc.mount(None, b"/", None, flags, None) == 0, "make the new root read-only")
     return facts
+
+
+def _boot_seccomp(libc) -> list[str]:
+    """A seccomp filter: no Unix-domain sockets (``socket``/``socketpair`` with ``AF_UNIX`` fail
+    with ``EACCES``, so no socket file anywhere can be connected to, in any mode), no io_uring
+    (it could create them), and no other system call ABI (32-bit, x32) to get around it."""
+    import ctypes
+    import platform
+
+    table = {  # machine: (audit arch, socket, socketpair, io_uring_setup)
+        "x86_64": (0xC000003E, 41, 53, 425),
+        "aarch64": (0xC00000B7, 198, 199, 425),
+    }
+    if platform.machine() not in table:
+        return []
+    arch, socket, socketpair, io_uring = table[platform.machine()]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, kill, refuse = 0x7FFF0000, 0x80000000, 0x00050000 | 13  # EACCES
+    program = [
+        (ld, 0, 0, 4),  # arch
+        (jeq, 1, 0, arch),
+        (ret, 0, 0, kill),
+        (ld, 0, 0, 0),  # system call number
+        (jge, 0, 1, 0x40000000),  # x32 numbers
+        (ret, 0, 0, kill),
+        (jeq, 3, 0, io_uring),
+        (jeq, 3, 0, socket),
+        (jeq, 2, 0, socketpair),
+        (ret, 0, 0, allow),
+        (ret, 0, 0, refuse),  # io_uring_setup
+        (ld, 0, 0, 16),  # socket(family, ...): the family, low 32 bits of the first argument
+        (jeq, 1, 0, 1),  # AF_UNIX
+        (ret, 0, 0, allow),
+        (ret, 0, 0, refuse),
+    ]
+
+    class Filter(ctypes.Structure):
+        _fields_ = [
+            ("code", ctypes.c_uint16),
+            ("jt", ctypes.c_uint8),
+            ("jf", ctypes.c_uint8),
+            ("k", ctypes.c_uint32),
+        ]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    filters = (Filter * len(program))(*[Filter(*row) for row in program])
+    prog = Program(len(program), filters)
+    pr_set_seccomp, seccomp_mode_filter = 22, 2
+    if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+    return ["seccomp-no-unix-sockets"]
 
 
 def _boot_drop_capabilities(libc) -> None:
@@ -319,7 +517,7 @@ def _boot_drop_capabilities(libc) -> None:
         raise OSError(ctypes.get_errno(), "capset")
 
 
-def _boot_run(source: str, send) -> None:
+def _boot_run(source: str, send, config: dict) -> None:
     """Run the program as ``__main__`` and exit with its status (never returns)."""
     import builtins
     import os
@@ -328,8 +526,13 @@ def _boot_run(source: str, send) -> None:
     def report(text, _send=send):
         _send("report", text)
 
-    namespace = {"__name__": "__main__", "__builtins__": builtins, "__sandbox_report__": report}
-    del send
+    namespace = {
+        "__name__": "__main__",
+        "__builtins__": builtins,
+        "__sandbox_report__": report,
+        "__sandbox_link__": tuple(config["link_fds"]),
+    }
+    del send, config
     status = 0
     try:
         exec(compile(source, "<sandbox>", "exec"), namespace)
@@ -350,12 +553,31 @@ def _boot_run(source: str, send) -> None:
     os._exit(status & 0xFF)
 
 
-def _boot_supervise(pid: int, timeout_s: float, send) -> None:
-    """Wait for the program; at the deadline (or on SIGTERM) kill it and all its processes."""
+def _boot_supervise(pid: int, timeout_s: float, send, pid_namespace: bool) -> None:
+    """Wait for the program; at the deadline (or on SIGTERM) kill it and every descendant.
+
+    In a pid namespace the program is its init: when it dies the kernel kills the rest. Without
+    one, this process is a child subreaper, so descendants that left the program's session
+    (``setsid`` daemons, double forks) are reparented here and killed too."""
     import os
     import signal
+    import time
 
     timed_out = []
+    me = os.getpid()
+
+    def children():
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                if int(stat[stat.rindex(b")") + 2 :].split()[1]) == me:
+                    found.append(int(entry))
+        return found
 
     def kill(*_):
         for target in (pid, -pid):  # the program (init of its pid namespace), then its group
@@ -363,6 +585,20 @@ def _boot_supervise(pid: int, timeout_s: float, send) -> None:
                 os.kill(target, signal.SIGKILL)
             except OSError:
                 pass
+
+    def kill_descendants():
+        while True:  # until no child is left: each round takes the orphans of the last
+            for child in children():
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except OSError:
+                    pass
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+            except ChildProcessError:
+                return
+            time.sleep(0.005)
 
     def on_alarm(*_):
         timed_out.append(True)
@@ -372,9 +608,14 @@ def _boot_supervise(pid: int, timeout_s: float, send) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, kill)
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
-    _, status = os.waitpid(pid, 0)
+    while True:
+        waited, status = os.waitpid(-1, 0)  # orphans come here too: reap them as they end
+        if waited == pid:
+            break
     signal.setitimer(signal.ITIMER_REAL, 0)
-    kill()  # stragglers left in its process group (matters only without a pid namespace)
+    kill()
+    if not pid_namespace:
+        kill_descendants()
     send("exit", f"{status} {1 if timed_out else 0}")
     os._exit(0)
 
@@ -384,7 +625,9 @@ _CHILD_FUNCTIONS = (
     _boot_channel,
     _boot_unshare,
     _boot_enter,
+    _boot_preimport,
     _boot_mount,
+    _boot_seccomp,
     _boot_drop_capabilities,
     _boot_run,
     _boot_supervise,
