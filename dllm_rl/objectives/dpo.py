@@ -172,8 +172,8 @@ def dpo_loss(
     sft = torch.zeros((), device=losses.device)
     if sft_weight:
         # Undo the length normalisation, if any: the SFT term is always per token of y_w.
-        per_token = policy_chosen if length_normalize else policy_chosen / chosen_lengths.to(
-            policy_chosen
+        per_token = (
+            policy_chosen if length_normalize else policy_chosen / chosen_lengths.to(policy_chosen)
         )
         sft = -per_token.mean()
         loss = loss + sft_weight * sft
