@@ -1,0 +1,133 @@
+"""Metrics out of a run: ``metrics.jsonl``, ``samples.jsonl``, a tqdm bar, and wandb if asked.
+
+Only the main process writes. wandb runs offline when no API key is configured: it never prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)  # JSON has no NaN/inf
+    return value
+
+
+class MetricsLogger:
+    """Writes one JSON object per step and, on the console, a progress bar with the key figures.
+
+    Args:
+        root: the run directory.
+        total_steps: length of the progress bar.
+        is_main: only the main process writes anything.
+        report_to: "none" or "wandb".
+        config: the resolved config (sent to wandb).
+        project: wandb project; run name = the run directory's name.
+        start_step: the step a resumed run starts from.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        total_steps: int,
+        *,
+        is_main: bool = True,
+        report_to: str = "none",
+        config: Mapping[str, Any] | None = None,
+        project: str = "dllm-rl",
+        start_step: int = 0,
+        bar_keys: tuple[str, ...] = ("reward", "loss"),
+    ) -> None:
+        self.root, self.is_main, self.bar_keys = Path(root), is_main, bar_keys
+        self._wandb = None
+        self._bar = None
+        if not is_main:
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        if report_to == "wandb":
+            self._wandb = _start_wandb(project, self.root, config)
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Append ``{"step": step, **metrics}`` to metrics.jsonl (and wandb), advance the bar."""
+        if not self.is_main:
+            return
+        row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
+        with open(self.root / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(
+                {k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step
+            )
+        if self._bar is not None:
+            shown = {k: f"{row[k]:.3g}" for k in self.bar_keys if isinstance(row.get(k), float)}
+            if isinstance(row.get("time/step_s"), float):
+                shown["s/step"] = f"{row['time/step_s']:.2f}"
+            self._bar.set_postfix(shown, refresh=False)
+            self._bar.update(1)
+
+    def log_eval(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Evaluation metrics: appended as their own row (``eval/...`` keys)."""
+        if not self.is_main:
+            return
+        row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
+        with open(self.root / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(
+                {k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step
+            )
+
+    def samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """Append sample rows (prompt, completion, rewards, unmask order) to samples.jsonl."""
+        if not self.is_main or not rows:
+            return
+        with open(self.root / "samples.jsonl", "a") as f:
+            for row in rows:
+                f.write(json.dumps({"step": step, **row}) + "\n")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def _start_wandb(project: str, root: Path, config: Mapping[str, Any] | None) -> Any:
+    import wandb
+
+    mode = os.environ.get("WANDB_MODE") or ("online" if _has_wandb_key() else "offline")
+    if mode == "offline":
+        logger.info("wandb: no API key found, logging offline to %s (wandb sync to upload)", root)
+    return wandb.init(
+        project=project, name=root.name, dir=str(root), config=dict(config or {}), mode=mode
+    )
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` file."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

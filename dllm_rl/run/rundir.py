@@ -1,0 +1,126 @@
+"""The run directory: one folder per run that holds everything needed to read or continue it.
+
+Layout::
+
+    <output_dir>/
+      config.yaml      the resolved config (recipe + overrides + defaults)
+      command.txt      the command line
+      meta.json        git sha, package versions, processes, start time
+      metrics.jsonl    one JSON object per step
+      samples.jsonl    a few prompts, completions, rewards and unmask orders per logging step
+      checkpoints/     step-000010/, ..., and `latest` (the name of the newest complete one)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dllm_rl.run.cli import to_yaml
+
+PACKAGES = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "peft",
+    "trl",
+    "datasets",
+    "math-verify",
+    "dllm-rl",
+)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory."""
+
+    root: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+
+def default_output_dir(recipe: str, now: float | None = None) -> str:
+    """``outputs/<recipe>/<YYYYmmdd-HHMMSS>`` (local time)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    return str(Path("outputs") / recipe / stamp)
+
+
+def agree_on_output_dir(output_dir: str | None, recipe: str, accelerator: Any | None) -> str:
+    """The run directory every rank uses: rank 0's choice, broadcast to the others."""
+    chosen = output_dir or default_output_dir(recipe)
+    if accelerator is None or accelerator.num_processes == 1:
+        return chosen
+    from accelerate.utils import broadcast_object_list
+
+    box = [chosen]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def create_run_dir(
+    root: str | Path, config: Any, argv: list[str], num_processes: int = 1
+) -> RunDir:
+    """Make the folder and write ``config.yaml``, ``command.txt`` and ``meta.json`` (main rank)."""
+    run = RunDir(Path(root))
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    (run.root / "config.yaml").write_text(to_yaml(config))
+    (run.root / "command.txt").write_text(shlex.join([Path(sys.argv[0]).name, *argv]) + "\n")
+    meta = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "num_processes": num_processes,
+        "packages": package_versions(),
+    }
+    (run.root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return run
+
+
+def git_sha() -> str | None:
+    """The checkout's commit (with ``-dirty``), or None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

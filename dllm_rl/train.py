@@ -1,0 +1,116 @@
+"""``train.py recipe=NAME key.sub=value ...``: parse, check, build, run. Nothing else lives here.
+
+    accelerate launch dllm_rl/train.py recipe=cj_grpo_gsm8k
+    python -m dllm_rl.train recipe=cj_grpo_tiny max_steps=3 output_dir=runs/try
+    python -m dllm_rl.train recipe=cj_grpo_gsm8k dry_run=true      # no weights, no network
+    python -m dllm_rl.train recipe=cj_grpo_tiny --help              # every key with its help
+
+The recipe's ``algorithm:`` picks the trainer (:data:`ALGORITHMS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file (accelerate launch dllm_rl/train.py): find the package
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dllm_rl.run.cli import (  # noqa: E402
+    ConfigError,
+    build_config,
+    help_text,
+    load_recipe,
+    merge,
+    parse_overrides,
+    recipe_names,
+    to_yaml,
+)
+
+logger = logging.getLogger("dllm_rl.train")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One trainer: its config schema, its dry-run check and its entry point."""
+
+    schema: Callable[[], type]
+    check: Callable[[Any, int], list[str]]
+    run: Callable[[Any, str, list[str]], Any]
+
+
+def _grpo() -> Algorithm:
+    from dllm_rl.config import GRPOConfig
+    from dllm_rl.trainers import grpo
+
+    return Algorithm(lambda: GRPOConfig, grpo.check, grpo.run)
+
+
+ALGORITHMS: dict[str, Callable[[], Algorithm]] = {"grpo": _grpo}
+"""``algorithm:`` value -> its trainer (imported only when chosen)."""
+
+
+def resolve(argv: Sequence[str]) -> tuple[str, Any, Algorithm, bool]:
+    """Recipe + overrides -> ``(recipe name, validated config, algorithm, --help asked)``."""
+    recipe, overrides, want_help = parse_overrides(argv)
+    if recipe is None:
+        if want_help:
+            return "", None, None, True
+        raise ConfigError(
+            "no recipe given: pass recipe=NAME (bundled: "
+            f"{', '.join(recipe_names()) or 'none'}) or recipe=path/to/recipe.yaml"
+        )
+    name, data = load_recipe(recipe)
+    data = merge(data, overrides)
+    algorithm = data.get("algorithm", "grpo")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(
+            f"recipe {name!r}: algorithm={algorithm!r} is unknown; one of {sorted(ALGORITHMS)}"
+        )
+    algo = ALGORITHMS[algorithm]()
+    if want_help:
+        return name, None, algo, True
+    return name, build_config(algo.schema(), data), algo, False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        name, config, algo, want_help = resolve(argv)
+    except (ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if want_help:
+        if algo is None:
+            for key in sorted(ALGORITHMS):
+                print(help_text(ALGORITHMS[key]().schema(), f"algorithm: {key}"), "\n")
+        else:
+            print(help_text(algo.schema(), f"recipe {name}"))
+        print(f"\nbundled recipes: {', '.join(recipe_names())}")
+        return 0
+    if config.run.print_config:
+        print(to_yaml(config), end="")
+        return 0
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        lines = algo.check(config, world)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as error:
+        print(f"error: recipe {name}: {error}", file=sys.stderr)
+        return 2
+    if config.run.dry_run:
+        print(f"dry run of recipe {name}: config valid")
+        for line in lines:
+            print(f"  {line}")
+        return 0
+    algo.run(config, name, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
