@@ -46,15 +46,17 @@ returning an object whose ``__sub__`` returns 0); tests that are not ``assert`` 
 from __future__ import annotations
 
 import ast
-import inspect
+import functools
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from .extract import completion_text
-from .sandbox import SandboxResult, run_programs
+from .sandbox import SandboxResult, max_concurrency_default, run_linked
+from .sandbox_remote import free_names, judge_source, servant_source
 
 RewardFunction = Callable[..., list[float | None]]
 
@@ -169,179 +171,7 @@ def _parse(code: str) -> ast.Module | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Strict asserts: rewritten in the (trusted) test code before it is sent to the sandbox.
-
-
-class _StrictExpression(ast.NodeTransformer):
-    """Inside an assert: comparisons and truth tests go through the harness's strict checks."""
-
-    def visit_Compare(self, node: ast.Compare) -> ast.AST:
-        self.generic_visit(node)
-        names = ast.Tuple([ast.Constant(type(op).__name__) for op in node.ops], ast.Load())
-        return _call("__strict_cmp__", names, node.left, *node.comparators)
-
-    def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
-        self.generic_visit(node)
-        node.values = [_call("__strict_plain__", value) for value in node.values]
-        return node
-
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
-        self.generic_visit(node)
-        if isinstance(node.op, ast.Not):
-            node.operand = _call("__strict_plain__", node.operand)
-        return node
-
-    def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
-        self.generic_visit(node)
-        node.test = _call("__strict_plain__", node.test)
-        return node
-
-
-class _StrictAsserts(ast.NodeTransformer):
-    def visit_Assert(self, node: ast.Assert) -> ast.AST:
-        node.test = _call("__strict_plain__", _StrictExpression().visit(node.test))
-        return node
-
-
-def _call(name: str, *args: ast.expr) -> ast.Call:
-    return ast.Call(ast.Name(name, ast.Load()), list(args), [])
-
-
-def strict_asserts(source: str) -> str:
-    """``source`` with its assert statements made strict (see the module docstring).
-
-    Source that does not parse is returned unchanged (it fails in the sandbox as it would anyway).
-    """
-    tree = _parse(source)
-    if tree is None:
-        return source
-    return ast.unparse(ast.fix_missing_locations(_StrictAsserts().visit(tree)))
-
-
-# ------------------------------------------------------------------------------------------------
-# The harness: these functions run inside the sandbox (their source is shipped with the data).
-# Everything they call is bound before the candidate runs, so that patching builtins or modules
-# cannot change how they count.
-
-
-def _harness_main(data: dict) -> None:
-    import builtins
-    import os
-    import sys
-    import types
-
-    report = globals().pop("__sandbox_report__")
-    _exec, _compile, _type, _str, _dict, _exit = exec, compile, type, str, dict, os._exit
-    _starts, _join, _items = str.startswith, str.join, dict.items
-    strict_plain, strict_cmp = _harness_strict_checks()
-    real_builtins = dict(vars(builtins))
-    module = types.ModuleType("solution")
-    sys.modules["solution"] = module
-    namespace = module.__dict__
-    candidate_error = setup_error = ""
-    try:  # a SystemExit here (sys.exit before the tests) is caught like any error
-        _exec(_compile(data["code"], "solution.py", "exec"), namespace)
-    except BaseException as exc:
-        candidate_error = _str(_type(exc).__name__)
-    tests_namespace = {"__builtins__": real_builtins, "__name__": "__tests__"}
-    for key, value in _items(_dict(namespace)):
-        if _type(key) is not _str or _starts(key, "__"):
-            continue
-        if key not in real_builtins or key == data["entry_point"]:
-            tests_namespace[key] = value
-    tests_namespace["__strict_plain__"] = strict_plain
-    tests_namespace["__strict_cmp__"] = strict_cmp
-    if data["setup"]:
-        before = _dict(tests_namespace)
-        try:
-            _exec(_compile(data["setup"], "test_setup.py", "exec"), tests_namespace)
-        except BaseException as exc:
-            setup_error = _str(_type(exc).__name__)
-        for key, value in _items(tests_namespace):  # what the setup defines, the candidate sees
-            if (
-                _type(key) is _str
-                and not _starts(key, "__")
-                and before.get(key, before) is not value
-            ):
-                namespace[key] = value
-    passed = []
-    for test in data["tests"]:
-        ok = "0"
-        if not setup_error:
-            try:
-                _exec(_compile(test, "test.py", "exec"), tests_namespace)
-                ok = "1"
-            except BaseException:
-                pass
-        passed.append(ok)
-    report(_join("", passed) + "\n" + candidate_error + "\n" + setup_error)
-    _exit(0)
-
-
-def _harness_strict_checks():
-    """``(strict_plain, strict_cmp)``: the helpers that rewritten asserts call."""
-    import collections
-    import operator
-    import re
-
-    leaves = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range})
-    truth_only = frozenset({type(re.match("", "")), type(re.compile(""))})  # final C types
-    sequences = frozenset({list, tuple, set, frozenset, collections.deque})
-    mappings = frozenset(
-        {dict, collections.OrderedDict, collections.defaultdict, collections.Counter}
-    )
-    operators = {
-        "Eq": operator.eq,
-        "NotEq": operator.ne,
-        "Lt": operator.lt,
-        "LtE": operator.le,
-        "Gt": operator.gt,
-        "GtE": operator.ge,
-        "In": lambda a, b, _contains=operator.contains: _contains(b, a),
-        "NotIn": lambda a, b, _contains=operator.contains: not _contains(b, a),
-        "Is": operator.is_,
-        "IsNot": operator.is_not,
-    }
-    _type, _keys, _values, _len, _range = type, dict.keys, dict.values, len, range
-
-    def is_plain(value, limit=1_000_000):
-        stack = [value]
-        while stack:
-            limit -= 1
-            item = stack.pop()
-            kind = _type(item)
-            if _type(kind) is not type or limit < 0:  # a metaclass could fake hashing/equality
-                return False
-            if kind in leaves:
-                continue
-            if kind in sequences:
-                stack.extend(item)
-            elif kind in mappings:
-                stack.extend(_keys(item))
-                stack.extend(_values(item))
-            else:
-                return False
-        return True
-
-    def strict_plain(value):
-        kind = _type(value)
-        if not (is_plain(value) or (_type(kind) is type and kind in truth_only)):
-            raise AssertionError("strict assert: the value is not a plain builtin value")
-        return value
-
-    def strict_cmp(names, *operands):
-        for i in _range(_len(names)):
-            left, right = operands[i], operands[i + 1]
-            if names[i] not in ("Is", "IsNot") and not (is_plain(left) and is_plain(right)):
-                raise AssertionError("strict assert: compared a value that is not plain builtin")
-            if not operators[names[i]](left, right):
-                return False
-        return True
-
-    return strict_plain, strict_cmp
-
-
-_HARNESS_SOURCE = "\n\n".join(inspect.getsource(f) for f in (_harness_main, _harness_strict_checks))
+# The two programs: the servant runs the candidate, the judge runs the tests (rewards.sandbox_remote).
 
 
 def build_program(
@@ -351,14 +181,34 @@ def build_program(
     code_prefix: str | None = None,
     entry_point: str | None = None,
 ) -> str:
-    """The sandbox program that runs ``code`` against ``tests`` and reports which passed."""
+    """The servant program: runs the candidate's code, then answers the judge's requests."""
+    data = {"code": assemble_candidate(code, code_prefix, entry_point), "setup": test_setup or ""}
+    return f"{servant_source()}\n\n_servant_main({data!r})\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def _free_names(sources: tuple[str, ...]) -> list[str]:
+    return free_names(sources)
+
+
+def build_judge(
+    tests: Sequence[str],
+    test_setup: str | None = None,
+    code_prefix: str | None = None,
+    entry_point: str | None = None,
+    budget_s: float = 10.0,
+) -> str:
+    """The judge program: runs the trusted ``code_prefix`` (when it is a complete program),
+    ``test_setup`` and ``tests`` against proxies of the candidate's names, and reports."""
     data = {
-        "code": assemble_candidate(code, code_prefix, entry_point),
-        "setup": strict_asserts(test_setup) if test_setup else "",
-        "tests": [strict_asserts(test) for test in tests],
+        "prefix": code_prefix if code_prefix and _parses(code_prefix) else "",
+        "setup": test_setup or "",
+        "tests": list(tests),
         "entry_point": entry_point or "",
+        "budget_s": float(budget_s),
+        "free_names": _free_names((test_setup or "", *tests)),
     }
-    return f"{_HARNESS_SOURCE}\n\n_harness_main({data!r})\n"
+    return f"{judge_source()}\n\n_judge_main({data!r})\n"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,7 +228,8 @@ class CodeGrade:
             ``sandbox error: ...``.
         candidate_error: the exception the candidate's top level raised, if any.
         setup_error: the exception ``test_setup`` raised, if any (all tests then fail).
-        sandbox: the sandbox's result, for debugging (``None`` without tests).
+        sandbox: the judge's sandbox result, for debugging (``None`` without tests).
+        candidate: the candidate's sandbox result (its stdout and stderr), for debugging.
     """
 
     reward: float | None
@@ -388,6 +239,7 @@ class CodeGrade:
     candidate_error: str = ""
     setup_error: str = ""
     sandbox: SandboxResult | None = None
+    candidate: SandboxResult | None = None
 
 
 def grade_code(
@@ -434,26 +286,40 @@ def grade_code(
             grades[i] = CodeGrade(0.0, 0, len(tests[i]), "completion too long")
             continue
         code, _ = extract_code(text)
-        programs.append(build_program(code, tests[i], setups[i], prefixes[i], entries[i]))
+        servant = build_program(code, tests[i], setups[i], prefixes[i], entries[i])
+        judge = build_judge(tests[i], setups[i], prefixes[i], entries[i], budget_s=timeout_s)
+        programs.append((servant, judge))
         rows.append(i)
-    results = run_programs(
-        programs, max_concurrency=max_concurrency, timeout_s=timeout_s, memory_mb=memory_mb
-    )
-    for i, result in zip(rows, results):
-        grades[i] = _grade(result, len(tests[i]))
+
+    def run(pair: tuple[str, str]) -> tuple[SandboxResult, SandboxResult]:
+        # The sandboxes outlive the judge's budget, so that it always reports in time.
+        return run_linked(*pair, timeout_s=timeout_s + 2.0, memory_mb=memory_mb)
+
+    workers = min(len(programs), max_concurrency or max_concurrency_default())
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="code-reward") as pool:
+        results = list(pool.map(run, programs))
+    for i, (candidate, judge) in zip(rows, results):
+        grades[i] = _grade(candidate, judge, len(tests[i]))
     return grades  # type: ignore[return-value]
 
 
-def _grade(result: SandboxResult, total: int) -> CodeGrade:
-    if result.error is not None:
-        return CodeGrade(None, 0, total, f"sandbox error: {result.error}", sandbox=result)
-    if result.report is None:
-        return CodeGrade(0.0, 0, total, f"no report ({result.outcome})", sandbox=result)
-    bits, candidate_error, setup_error = (result.report.split("\n", 2) + ["", ""])[:3]
+def _grade(candidate: SandboxResult, judge: SandboxResult, total: int) -> CodeGrade:
+    if judge.error is not None or candidate.error is not None:
+        error = judge.error if judge.error is not None else f"candidate: {candidate.error}"
+        return CodeGrade(
+            None, 0, total, f"sandbox error: {error}", sandbox=judge, candidate=candidate
+        )
+    if judge.report is None:
+        return CodeGrade(
+            0.0, 0, total, f"no report ({judge.outcome})", sandbox=judge, candidate=candidate
+        )
+    bits, candidate_error, setup_error = (judge.report.split("\n", 2) + ["", ""])[:3]
     passed = bits.count("1")
-    if len(bits) != total or passed + bits.count("0") != total:  # cannot happen without forging
-        return CodeGrade(0.0, 0, total, "malformed report", sandbox=result)
-    return CodeGrade(passed / total, passed, total, "graded", candidate_error, setup_error, result)
+    if len(bits) != total or passed + bits.count("0") != total:  # the judge is ours: a bug
+        return CodeGrade(None, 0, total, "malformed report", sandbox=judge, candidate=candidate)
+    return CodeGrade(
+        passed / total, passed, total, "graded", candidate_error, setup_error, judge, candidate
+    )
 
 
 def _column(value: Any, n: int, name: str) -> list[Any]:
