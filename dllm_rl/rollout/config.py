@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property
+from typing import Any
 
 from dllm_rl.models.adapter import SpecialIds
 from dllm_rl.rollout.schedules import (
@@ -21,6 +24,88 @@ REMASKING = ("low_confidence", "random", "entropy", "margin")
 EOS_ID_SETS = ("eos", "stop")
 
 
+class SamplerSettingError(TypeError, ValueError):
+    """A sampler setting of the wrong name or type; the message names the field and the fix.
+
+    Both a ``TypeError`` (what Python raises for a bad keyword) and a ``ValueError`` (what the
+    command line reports as a config error).
+    """
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=3, cutoff=0.5)
+    return f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def named_fields(cls: type) -> type:
+    """Class decorator (after ``@dataclass``): an unknown keyword names the close field names."""
+    init = cls.__init__
+    names = [f.name for f in fields(cls)]
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for key in kwargs:
+            if key not in names:
+                raise SamplerSettingError(
+                    f"{cls.__name__} has no field {key!r}.{_did_you_mean(key, names)} "
+                    f"Fields: {', '.join(names)}"
+                )
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _check_types(
+    obj: Any,
+    ints: tuple[str, ...],
+    floats: tuple[str, ...],
+    bools: tuple[str, ...],
+    strs: tuple[str, ...],
+) -> None:
+    """Field-named type errors for values arriving from YAML, the CLI or a typo."""
+    where = type(obj).__name__
+    for name in ints:
+        value = getattr(obj, name)
+        if value is None and _default(obj, name) is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            fix = ""
+            if isinstance(value, float) and value.is_integer():
+                fix = f"; write {int(value)}"
+            elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                fix = f"; write {value.strip()} without quotes"
+            raise SamplerSettingError(
+                f"{where}.{name} must be an integer, got {value!r} ({type(value).__name__}){fix}"
+            )
+    for name in floats:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SamplerSettingError(
+                f"{where}.{name} must be a number, got {value!r} ({type(value).__name__})"
+            )
+    for name in bools:
+        value = getattr(obj, name)
+        if not isinstance(value, bool):
+            raise SamplerSettingError(
+                f"{where}.{name} must be true or false, got {value!r} ({type(value).__name__})"
+            )
+    for name in strs:
+        value = getattr(obj, name)
+        if not isinstance(value, str):
+            raise SamplerSettingError(
+                f"{where}.{name} must be a string, got {value!r} ({type(value).__name__})"
+            )
+
+
+def _default(obj: Any, name: str) -> Any:
+    for f in fields(obj):
+        if f.name == name:
+            return None if f.default is MISSING else f.default
+    return None
+
+
+@named_fields
 @dataclass(frozen=True)
 class EosRejection:
     """EOS early rejection (EOSER): push EOS commits late by scaling their confidence by gamma(s).
@@ -44,10 +129,11 @@ class EosRejection:
     ids: str | tuple[int, ...] = "eos"
 
     def __post_init__(self) -> None:
+        _check_types(self, (), ("gamma_min", "gamma_max"), ("enabled",), ("gamma_schedule",))
         if self.gamma_schedule not in GAMMA_SCHEDULES:
             raise ValueError(
                 f"eos_rejection.gamma_schedule={self.gamma_schedule!r} is unknown; "
-                f"expected one of {GAMMA_SCHEDULES}"
+                f"expected one of {GAMMA_SCHEDULES}.{_did_you_mean(self.gamma_schedule, GAMMA_SCHEDULES)}"
             )
         if not 0.0 <= self.gamma_min <= self.gamma_max or self.gamma_max <= 0.0:
             raise ValueError(
@@ -58,9 +144,15 @@ class EosRejection:
             if self.ids not in EOS_ID_SETS:
                 raise ValueError(
                     f"eos_rejection.ids={self.ids!r} is unknown; use one of {EOS_ID_SETS} "
-                    "or a list of token ids"
+                    f"or a list of token ids.{_did_you_mean(self.ids, EOS_ID_SETS)}"
                 )
         else:
+            bad = [i for i in self.ids if isinstance(i, bool) or not isinstance(i, int)]
+            if bad:
+                raise SamplerSettingError(
+                    f"EosRejection.ids must be 'eos', 'stop' or a list of integer token ids; got "
+                    f"{bad[0]!r} ({type(bad[0]).__name__}) in the list"
+                )
             object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
             if not self.ids:
                 raise ValueError("eos_rejection.ids is an empty list; give at least one token id")
@@ -80,6 +172,7 @@ class EosRejection:
         return eos_gamma_factors(num_steps, self.gamma_min, self.gamma_max, self.gamma_schedule)
 
 
+@named_fields
 @dataclass(frozen=True)
 class SamplerConfig:
     """How the masked-diffusion sampler decodes ``gen_length`` tokens after each prompt.
@@ -100,6 +193,11 @@ class SamplerConfig:
             masked in u; 0 disables it (and its extra forward).
         eos_rejection: EOS early rejection settings.
         record_logprobs: keep the log-probability of every committed token at commit time.
+        logits_eos_inf: LLaDA's option: EOS is never proposed (its logit is -inf before the
+            proposal; the recorded log-probs are those of the restricted distribution).
+        confidence_eos_eot_inf: LLaDA's option, as intended at every temperature: EOS and EOT
+            proposals rank below every other proposal, so they are committed only when a step's
+            quota leaves nothing else (the reference reaches EOT at T = 0 only).
     """
 
     gen_length: int = 256
@@ -112,16 +210,34 @@ class SamplerConfig:
     cfg_scale: float = 0.0
     eos_rejection: EosRejection = field(default_factory=EosRejection)
     record_logprobs: bool = False
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.eos_rejection, Mapping):
             object.__setattr__(self, "eos_rejection", EosRejection(**self.eos_rejection))
+        elif not isinstance(self.eos_rejection, EosRejection):
+            raise SamplerSettingError(
+                f"SamplerConfig.eos_rejection must be an EosRejection or a mapping of its fields, "
+                f"got {self.eos_rejection!r}"
+            )
+        _check_types(
+            self,
+            ("gen_length", "steps", "block_length", "num_blocks"),
+            ("temperature", "cfg_scale"),
+            ("record_logprobs", "logits_eos_inf", "confidence_eos_eot_inf"),
+            ("schedule", "remasking"),
+        )
         if self.remasking not in REMASKING:
             raise ValueError(
-                f"remasking={self.remasking!r} is unknown; expected one of {REMASKING}"
+                f"remasking={self.remasking!r} is unknown; expected one of {REMASKING}."
+                f"{_did_you_mean(self.remasking, REMASKING)}"
             )
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is unknown; expected one of {SCHEDULES}")
+            raise ValueError(
+                f"schedule={self.schedule!r} is unknown; expected one of {SCHEDULES}."
+                f"{_did_you_mean(self.schedule, SCHEDULES)}"
+            )
         if not self.temperature >= 0.0:  # also catches NaN
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not self.cfg_scale >= 0.0:

@@ -75,6 +75,24 @@ def exclude_mask_token(logits: torch.Tensor, mask_token_id: int) -> torch.Tensor
     return logits
 
 
+def exclude_tokens(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Give ``token_ids`` zero probability as proposals (in place; LLaDA's ``logits_eos_inf``).
+
+    Unlike :func:`exclude_mask_token` this changes the model's distribution: the commit
+    log-probs recorded afterwards are those of the restricted proposal. An evaluation option,
+    not a training one (CJ-GRPO's scorer does not apply it).
+
+    Args:
+        logits: ``[..., V]`` scores (modified in place).
+        token_ids: ``[E]`` long ids to exclude.
+
+    Returns:
+        ``logits`` with the columns ``token_ids`` set to -inf.
+    """
+    logits[..., token_ids] = NEG_INF
+    return logits
+
+
 def propose_tokens(
     logits: torch.Tensor,
     temperature: float,
@@ -184,6 +202,25 @@ def reject_early_eos(
     """
     is_eos = torch.isin(tokens, eos_ids)  # [B, K]
     return torch.where(is_eos, scores * gamma, scores)
+
+
+def rank_last(scores: torch.Tensor, tokens: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Proposals of ``token_ids`` rank below every other proposal (score -inf).
+
+    LLaDA's ``confidence_eos_eot_inf`` as intended, at every temperature: an EOS or EOT proposal
+    is committed only when a step's quota leaves no other masked position to fill. (The reference
+    code's chained assignment ``noisy[:, :, eos] = logits[:, :, eot] = -inf`` reaches the EOT
+    confidence only when the noise tensor is the logits tensor, i.e. at T = 0.)
+
+    Args:
+        scores: ``[B, K]`` ranking scores.
+        tokens: ``[B, K]`` proposed ids.
+        token_ids: ``[E]`` ids ranked last.
+
+    Returns:
+        ``[B, K]`` scores, -inf on those proposals.
+    """
+    return scores.masked_fill(torch.isin(tokens, token_ids), NEG_INF)
 
 
 def open_positions(block_ids: torch.Tensor, mask_token_id: int, count: int) -> torch.Tensor:

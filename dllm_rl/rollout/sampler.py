@@ -24,9 +24,11 @@ from dllm_rl.rollout.proposal import (
     commit_logprobs,
     confidence_scores,
     exclude_mask_token,
+    exclude_tokens,
     guided_logits,
     open_positions,
     propose_tokens,
+    rank_last,
     reject_early_eos,
     select_commits,
 )
@@ -76,14 +78,21 @@ def generate(
             f"the generator is on {generator.device} but the model on {model.device}; create it "
             f"with torch.Generator(device={str(model.device)!r})"
         )
+    _check_context(model, prompt_ids.shape[1], config.gen_length)
     schedule = config.plan
     canvas = _new_canvas(model, prompt_ids.to(model.device), prompt_mask.to(model.device), config)
     eos_ids = torch.tensor(config.eos_rejection.resolve_ids(model.ids), device=model.device)
     gammas = config.eos_rejection.factors(schedule.num_steps)
     noise_dtype = sampling_float_dtype(model.device)
+    stops = _StopIds(
+        torch.tensor([model.ids.eos], device=model.device) if config.logits_eos_inf else None,
+        torch.tensor(model.ids.stop_ids, device=model.device)
+        if config.confidence_eos_eot_inf
+        else None,
+    )
     for step in range(schedule.num_steps):
         gamma = None if gammas is None else gammas[step]
-        _decode_step(model, canvas, config, step, gamma, eos_ids, noise_dtype, generator)
+        _decode_step(model, canvas, config, step, gamma, eos_ids, noise_dtype, generator, stops)
     p = canvas.prompt_length
     return Trajectory(
         prompt_ids=canvas.ids[:, :p].clone(),
@@ -95,6 +104,35 @@ def generate(
         pad_token_id=model.ids.pad,
         step_logprobs=canvas.logprobs,
     )
+
+
+@dataclass(frozen=True)
+class _StopIds:
+    """LLaDA's EOS options (internal): ids never proposed, ids ranked last; None when off."""
+
+    never_proposed: torch.Tensor | None = None  # [1] EOS (logits_eos_inf)
+    ranked_last: torch.Tensor | None = None  # [E] EOS and EOT (confidence_eos_eot_inf)
+
+
+def context_limit(model: DiffusionLM) -> int | None:
+    """The longest canvas the network was built for (None when its config does not say)."""
+    config = getattr(model.model, "config", None)
+    for name in ("max_sequence_length", "max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _check_context(model: DiffusionLM, prompt_length: int, gen_length: int) -> None:
+    limit = context_limit(model)
+    if limit is not None and prompt_length + gen_length > limit:
+        raise ValueError(
+            f"prompt ({prompt_length} tokens, left-padded batch width) + gen_length "
+            f"({gen_length}) = {prompt_length + gen_length} tokens exceeds the model's context "
+            f"of {limit}: shorten or left-truncate the prompts (data.max_prompt_length), or "
+            "lower gen_length"
+        )
 
 
 def _check_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor | None) -> torch.Tensor:
@@ -165,6 +203,7 @@ def _decode_step(
     eos_ids: torch.Tensor,
     noise_dtype: torch.dtype,
     generator: torch.Generator | None,
+    stops: _StopIds | None = None,
 ) -> None:
     """Commit ``counts[step]`` tokens per row inside the step's block (in place).
 
@@ -181,7 +220,10 @@ def _decode_step(
         logits = logits.gather(1, where.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
     else:
         where = torch.arange(m, device=block.device).expand(block.shape[0], -1)  # [B, m]
+    stops = stops or _StopIds()
     logits = exclude_mask_token(logits, model.mask_token_id)  # [B, m, V]
+    if stops.never_proposed is not None:
+        logits = exclude_tokens(logits, stops.never_proposed)  # [B, m, V]
     tokens = propose_tokens(logits, config.temperature, generator, noise_dtype)  # [B, m]
     if k == m:  # the rest of the block in one step: no ranking needed
         picks = torch.arange(k, device=block.device).expand(block.shape[0], -1)  # [B, k]
@@ -189,6 +231,8 @@ def _decode_step(
         scores = confidence_scores(logits, tokens, config.remasking, generator)  # [B, m]
         if gamma is not None:
             scores = reject_early_eos(scores, tokens, eos_ids, gamma)
+        if stops.ranked_last is not None:
+            scores = rank_last(scores, tokens, stops.ranked_last)
         picks = select_commits(scores, k)  # [B, k] indices into the m open positions
     chosen = tokens.gather(1, picks)  # [B, k]
     positions = where.gather(1, picks)  # [B, k] block positions
@@ -215,6 +259,7 @@ def encode_prompts(
     tok = model.tokenizer
     if tok is None:
         raise ValueError("this DiffusionLM has no tokenizer; tokenize the prompts yourself")
+    _check_prompt_texts(prompts)
     if chat_template:
         rows = [
             tok.apply_chat_template(
@@ -232,6 +277,22 @@ def encode_prompts(
         ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
         mask[i, width - len(row) :] = 1
     return ids.to(model.device), mask.to(model.device)
+
+
+def _check_prompt_texts(prompts: Sequence[str]) -> None:
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError(
+            f"prompts must be a list of strings, got one string {prompts[:40]!r}: a string would "
+            "be read as one prompt per character. Pass [prompt]."
+        )
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty: pass a list of at least one prompt string")
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise TypeError(
+            f"prompts[{bad[0]}] is a {type(prompts[bad[0]]).__name__}, not a string; pass "
+            "prompt strings (or token ids to generate())"
+        )
 
 
 def generate_text(
