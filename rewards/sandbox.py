@@ -224,6 +224,7 @@ def _config(
         "namespaces": _mode(namespaces, "DLLM_RL_SANDBOX_NAMESPACES"),
         "drop_uid": _mode(drop_uid, "DLLM_RL_SANDBOX_DROP_UID"),
         "seccomp": _mode(seccomp, "DLLM_RL_SANDBOX_SECCOMP"),
+        "landlock": _mode(None, "DLLM_RL_SANDBOX_LANDLOCK"),
         "parent_mount_ns": _mount_namespace(),
         "link_fds": (),
     }
