@@ -19,6 +19,21 @@ def _help(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+)
+"""``transformers.get_scheduler`` names that need no extra arguments (listed here so that checking
+a config does not import transformers' trainer; a test keeps the list in step with it)."""
+
+
 # ----------------------------------------------------------------------------- shared sections
 @dataclass
 class RunConfig:
@@ -133,14 +148,11 @@ class OptimConfig:
     warmup_steps: int = _help("warm-up optimizer steps", default=0)
 
     def __post_init__(self) -> None:
-        from transformers.trainer_utils import SchedulerType
-
         if not self.lr > 0:
             raise ValueError(f"training.lr must be > 0, got {self.lr}")
-        names = [s.value for s in SchedulerType]
-        if self.lr_scheduler not in names:
+        if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(
-                f"training.lr_scheduler={self.lr_scheduler!r} is unknown; one of {names}"
+                f"training.lr_scheduler={self.lr_scheduler!r} is unknown; one of {LR_SCHEDULERS}"
             )
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -340,6 +341,11 @@ class GRPOTrainer:
 
     def update(self, buf: Buffer, iteration: int, stats: LossStats) -> float:
         """One pass over the buffer and one optimizer step; returns the gradient norm."""
+        self.accumulate(buf, iteration, stats)
+        return self.session.optimizer_step()
+
+    def accumulate(self, buf: Buffer, iteration: int, stats: LossStats) -> None:
+        """One pass over the buffer in micro-batches: the step's gradient lands in ``.grad``."""
         s, g = self.session, self.config.grpo
         model = self.policy
         model.model.train()
@@ -351,7 +357,6 @@ class GRPOTrainer:
                 )
             else:
                 one_step_backward(model, buf, rows, iteration, self.config, s.backward, stats)
-        return s.optimizer_step()
 
     def step(self, step: int, indices: list[int]) -> tuple[dict[str, float], RolloutBatch]:
         g, s = self.config.grpo, self.session
@@ -539,10 +544,15 @@ def check(config: GRPOConfig, world_size: int) -> list[str]:
     return lines
 
 
-def run(config: GRPOConfig, recipe: str, argv: list[str]) -> GRPOTrainer:
-    """Build everything from the config and train; returns the finished trainer."""
-    import os
-
+def build_trainer(
+    config: GRPOConfig,
+    recipe: str,
+    argv: list[str],
+    records: Sequence[dict[str, Any]] | None = None,
+    eval_records: Sequence[dict[str, Any]] | None = None,
+) -> GRPOTrainer:
+    """Everything a run needs, from the config (``records``: prompts given directly, instead of
+    ``config.data``)."""
     from dllm_rl.run.build import make_reference
     from dllm_rl.trainers.common import start_session
     from rewards.registry import resolve_rewards
@@ -550,11 +560,15 @@ def run(config: GRPOConfig, recipe: str, argv: list[str]) -> GRPOTrainer:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     plan = config.check_batch(world)
     specs = resolve_rewards(config.rewards)
-    records = load_records(config, config.data.split, config.data.options)
-    eval_records = []
-    if config.run.eval_steps:
-        eval_records = load_records(config, config.data.eval_split, config.data.eval_options)
+    if records is None:
+        records = load_records(config, config.data.split, config.data.options)
+    if eval_records is None:
+        eval_records = []
+        if config.run.eval_steps:
+            eval_records = load_records(config, config.data.eval_split, config.data.eval_options)
     session = start_session(config, recipe, argv, updates_per_step=config.grpo.num_iterations)
+    if session.world_size != world:
+        raise RuntimeError(f"WORLD_SIZE={world} but accelerate started {session.world_size}")
     worker = RolloutWorker(
         session.policy,
         specs,
@@ -562,14 +576,12 @@ def run(config: GRPOConfig, recipe: str, argv: list[str]) -> GRPOTrainer:
         chat_template=config.model.chat_template,
         max_prompt_length=config.data.max_prompt_length,
     )
-    trainer = GRPOTrainer(
-        config,
-        session,
-        worker,
-        plan,
-        records,
-        eval_records,
-        reference=make_reference(session.policy, config.grpo.beta > 0),
-    )
+    reference = make_reference(session.policy, config.grpo.beta > 0)
+    return GRPOTrainer(config, session, worker, plan, records, eval_records, reference)
+
+
+def run(config: GRPOConfig, recipe: str, argv: list[str]) -> GRPOTrainer:
+    """Build everything from the config and train; returns the finished trainer."""
+    trainer = build_trainer(config, recipe, argv)
     trainer.train()
     return trainer

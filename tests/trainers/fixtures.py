@@ -1,0 +1,17 @@
+"""Rewards a random-weight tiny model can improve on (for trainer tests)."""
+
+from __future__ import annotations
+
+from rewards.extract import completion_text
+
+
+def digit_fraction(prompts, completions, completion_ids=None, **columns):
+    """Fraction of the completion's characters that are digits (0.0 for an empty one)."""
+    texts = [completion_text(c) for c in completions]
+    return [sum(ch.isdigit() for ch in t) / len(t) if t else 0.0 for t in texts]
+
+
+def letter_fraction(prompts, completions, completion_ids=None, letter=None, **columns):
+    """Fraction of the completion's characters equal to the row's ``letter`` column."""
+    texts = [completion_text(c) for c in completions]
+    return [t.count(x) / len(t) if t else 0.0 for t, x in zip(texts, letter)]
