@@ -115,11 +115,28 @@ def grade_answer(completion: str, gold: str, soft_timeout_s: int = 3) -> float |
     return 1.0 if verify(gold_parsed, answer_parsed, timeout_seconds=timeout_s) else 0.0
 
 
-def _worker_main(conn: Connection, grade_fn: GradeFn) -> None:
-    """Worker loop: warm up, say ready, then grade ``(text, gold)`` items until told to stop."""
+def _worker_main(conn: Connection, grade_fn: GradeFn, parent_pid: int | None = None) -> None:
+    """Worker loop: warm up, say ready, then grade ``(text, gold)`` items until told to stop.
+
+    A watchdog thread ends the worker within ``_ORPHAN_CHECK_S`` of its parent's death (a trainer
+    killed with SIGKILL), even in the middle of a long item: a parent-death signal would follow
+    the thread that started the worker, not the process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if parent_pid is not None:
+        threading.Thread(
+            target=_exit_when_orphaned, args=(parent_pid,), name="orphan-watchdog", daemon=True
+        ).start()
     with contextlib.suppress(OSError):  # a broken pipe: the parent is gone, end quietly
         _serve(conn, grade_fn)
+
+
+_ORPHAN_CHECK_S = 0.25
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(_ORPHAN_CHECK_S)
+    os._exit(0)
 
 
 def _serve(conn: Connection, grade_fn: GradeFn) -> None:
@@ -150,7 +167,10 @@ class _Worker:
     def __init__(self, context: Any, grade_fn: GradeFn, start_timeout_s: float) -> None:
         self.conn, child_conn = context.Pipe()
         self.process = context.Process(
-            target=_worker_main, args=(child_conn, grade_fn), name="math-grader", daemon=True
+            target=_worker_main,
+            args=(child_conn, grade_fn, os.getpid()),
+            name="math-grader",
+            daemon=True,
         )
         self.process.start()
         child_conn.close()

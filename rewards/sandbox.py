@@ -278,13 +278,19 @@ def run_linked(
     to_judge, from_program = os.pipe()
     program_config["link_fds"] = (to_program, from_program)
     judge_config["link_fds"] = (to_judge, from_judge)
+    # The parent closes each side's ends as soon as that side is spawned, so that the other side
+    # reads end-of-file when it dies.
+    program_fds, judge_fds = [to_program, from_program], [to_judge, from_judge]
     judge_done = threading.Event()
     outcome: dict[str, SandboxResult] = {}
 
     def run_judge() -> None:
         try:
             outcome["judge"] = _run(
-                judge_config, max_output_bytes=max_output_bytes, site_packages=False
+                judge_config,
+                max_output_bytes=max_output_bytes,
+                site_packages=False,
+                owned_fds=judge_fds,
             )
         finally:
             judge_done.set()
@@ -299,12 +305,13 @@ def run_linked(
                     max_output_bytes=max_output_bytes,
                     site_packages=site_packages,
                     stop=judge_done,
+                    owned_fds=program_fds,
                 )
             finally:
                 thread.join()
     finally:
-        for fd in (to_program, from_judge, to_judge, from_program):
-            os.close(fd)
+        _close_all(program_fds)
+        _close_all(judge_fds)
     return outcome["program"], outcome["judge"]
 
 
@@ -396,6 +403,7 @@ def _run(
     max_output_bytes: int,
     site_packages: bool,
     stop: threading.Event | None = None,
+    owned_fds: list[int] | None = None,
 ) -> SandboxResult:
     start = time.monotonic()
     token = secrets.token_hex(16)
@@ -413,6 +421,7 @@ def _run(
                 max_output_bytes=max_output_bytes,
                 site_packages=site_packages,
                 stop=stop,
+                owned_fds=owned_fds,
             )
     except OSError as exc:  # cannot create the directory, lease a uid, make pipes, spawn
         return _failed(f"{type(exc).__name__}: {exc}", start)
@@ -429,6 +438,7 @@ def _spawn_and_collect(
     max_output_bytes: int,
     site_packages: bool,
     stop: threading.Event | None,
+    owned_fds: list[int] | None,
 ) -> SandboxResult:
     records_read, records_write = os.pipe()  # the supervisor's; the program never holds it
     reports_read, reports_write = os.pipe()  # the program's __sandbox_report__ calls
@@ -462,6 +472,7 @@ def _spawn_and_collect(
     finally:
         os.close(records_write)
         os.close(reports_write)
+        _close_all(owned_fds or [])  # the child has its copies of the link now
     with (
         proc,
         open(records_read, "rb", buffering=0) as records,
@@ -636,6 +647,12 @@ def _failed(error: str, start: float) -> SandboxResult:
         report=None,
         error=error,
     )
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close the descriptors in ``fds`` and empty it (so that nothing is closed twice)."""
+    while fds:
+        os.close(fds.pop())
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -71,10 +71,10 @@ def owner_tag() -> str:
 _swept: set[int] = set()
 
 
-def sweep_stale() -> None:
-    """Once per process: delete the sandbox working directories whose owner process is gone,
-    and (as root) kill what still runs as a pool uid that no live process has leased."""
-    if os.getpid() in _swept:
+def sweep_stale(force: bool = False) -> None:
+    """Once per process (or when ``force``): delete the sandbox working directories whose owner
+    process is gone, and (as root) kill what still runs as a pool uid no live process leases."""
+    if os.getpid() in _swept and not force:
         return
     _swept.add(os.getpid())
     import shutil
@@ -89,7 +89,9 @@ def sweep_stale() -> None:
                 continue
             path = os.path.join(base, name)
             with contextlib.suppress(OSError):
-                if os.lstat(path).st_uid != os.geteuid() or _start_time(int(pid)) == started:
+                # Ours: our uid, or (as root) chowned to a sandbox uid.
+                mine = os.geteuid() == 0 or os.lstat(path).st_uid == os.geteuid()
+                if not mine or _start_time(int(pid)) == started:
                     continue
                 shutil.rmtree(path, ignore_errors=True)
     pool = _uid_pool() if os.geteuid() == 0 else None
@@ -224,6 +226,8 @@ def _boot_main() -> None:
             os.closerange(low + 1, high)
         del send
         _boot_run(config["source"], _boot_channel(config["report_fd"], config["token"]), config)
+    for fd in config["link_fds"]:  # the program's alone: its peer must see it end
+        os.close(fd)
     _boot_supervise(pid, config["timeout_s"], send, "pid" in namespaces)
 
 
