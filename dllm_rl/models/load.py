@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,58 @@ def _masked_lm_model_types() -> set[str]:
     return set(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def _offline() -> bool:
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _cached_on_hub(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except (ValueError, OSError):  # an invalid id or an unreadable cache: not cached
+        return False
+
+
+def check_model_name(name_or_path: str | os.PathLike) -> None:
+    """Fail at once, without touching the network, on a name that cannot be a model.
+
+    A name is accepted when it is an existing directory or a hub id in ``org/name`` form (cached,
+    or to download unless offline). Anything else (a path-looking name that does not exist, a
+    bare name that is neither a directory nor a cached hub id) fails with "no such directory"
+    instead of retrying the hub for a typo.
+
+    Raises:
+        FileNotFoundError: with the name and what was expected.
+    """
+    name = os.fspath(name_or_path)
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise FileNotFoundError(f"{name!r} is a file, not a model directory")
+    looks_local = name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name
+    if looks_local or not _HUB_ID.fullmatch(name):
+        if "/" not in name and not looks_local and _cached_on_hub(name):
+            return  # a legacy one-word hub id in the local cache
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        raise FileNotFoundError(
+            f"{name!r}: no such directory{where}. Pass a directory holding config.json and the "
+            "weights, or a hub id as 'org/name'."
+        )
+    if _offline() and not _cached_on_hub(name):
+        raise FileNotFoundError(
+            f"{name!r}: no such directory, and not a hub id in the local cache while offline "
+            "(HF_HUB_OFFLINE is set). Download it first or pass a local directory."
+        )
+
+
 def read_config_dict(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """``config.json`` of a local directory or hub id, as a dict (no weights are touched)."""
     from transformers import PretrainedConfig
@@ -236,10 +289,12 @@ def load_model(
         The adapter, model in eval mode, ``tokenizer`` set when the checkpoint has one.
 
     Raises:
-        FileNotFoundError: no readable config.json.
+        FileNotFoundError: no such directory (a path-looking name, or a name that is neither a
+            directory nor an ``org/name`` hub id), or no readable config.json.
         ValueError: unknown family, unsupported option or attention backend (all raised before
             any weights are read).
     """
+    check_model_name(name_or_path)
     config_dict = read_config_dict(name_or_path)
     fam = _family(family) if family is not None else _family(detect_family(config_dict))
     if fam.attn_implementations and attn_implementation not in fam.attn_implementations:

@@ -1,0 +1,675 @@
+"""``python -m dllm_rl.eval recipe=NAME key.sub=value ...``: accuracy with the trainer's own graders.
+
+    python -m dllm_rl.eval recipe=eval_tiny                                   # CPU, seconds
+    python -m dllm_rl.eval recipe=eval_d1_gsm8k model.name_or_path=runs/cj_grpo_gsm8k/2026-...
+    accelerate launch -m dllm_rl.eval recipe=eval_cj_gsm8k limit=200 batch_size=32
+    python -m dllm_rl.eval recipe=eval_d1_gsm8k dry_run=true                  # no weights loaded
+
+The prompts of a task's test split go through :meth:`RolloutWorker.rollout`, the trainer's rollout
+path, so the sampler and the reward functions are the very ones training used. ``model.name_or_path``
+may be a hub id, a local checkpoint, a run directory (its latest checkpoint) or a checkpoint folder;
+a checkpoint holding a LoRA adapter is loaded onto its base. With several processes each takes a
+contiguous shard (:func:`shard_bounds`) and the main process gathers the rows by index, so no
+prompt is dropped or counted twice when the set does not divide evenly.
+
+Writes ``OUTPUT_DIR/results.json`` (accuracy, per-reward means, sampler settings, throughput) and
+``OUTPUT_DIR/samples.jsonl`` (one row per completion, with the unmask order; the trajectory viewer
+reads it: ``python -m dllm_rl.viz.viewer OUTPUT_DIR/samples.jsonl``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: find the package
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dllm_rl.config import ModelConfig, RolloutConfig, _help  # noqa: E402
+from dllm_rl.rollout.config import SamplerConfig  # noqa: E402
+from dllm_rl.run.cli import (  # noqa: E402
+    ConfigError,
+    build_config,
+    help_text,
+    load_recipe,
+    merge,
+    parse_overrides,
+    recipe_names,
+    to_yaml,
+)
+
+logger = logging.getLogger("dllm_rl.eval")
+
+TASK_REWARDS: dict[str, list[str]] = {
+    "gsm8k": ["math"],
+    "math500": ["math"],
+    "countdown": ["countdown"],
+    "sudoku": ["sudoku"],
+    "humaneval": ["code"],
+    "mbpp": ["code"],
+    "mbpp_sanitized": ["code"],
+    "addition": ["exact_answer"],
+}
+"""The rewards of a task when a recipe lists none (the first one is the accuracy reward)."""
+
+
+# ----------------------------------------------------------------------------- the schema
+@dataclass
+class EvalSamplerConfig(RolloutConfig):
+    """The sampler of the evaluation: the rollout settings, greedy by default, plus LLaDA's EOS
+    options and classifier-free guidance."""
+
+    temperature: float = _help(
+        "T of the proposals (0: greedy, as d1 and LLaDA report)", default=0.0
+    )
+    cfg_scale: float = _help("classifier-free guidance w (0: off; 1 forward per step)", default=0.0)
+    logits_eos_inf: bool = _help("LLaDA: EOS is never proposed", default=False)
+    confidence_eos_eot_inf: bool = _help(
+        "LLaDA: EOS/EOT proposals rank last (committed only when nothing else is left)",
+        default=False,
+    )
+
+    def sampler(self, temperature: float | None = None) -> SamplerConfig:
+        base = super().sampler(temperature)
+        return dataclasses.replace(
+            base,
+            cfg_scale=self.cfg_scale,
+            logits_eos_inf=self.logits_eos_inf,
+            confidence_eos_eot_inf=self.confidence_eos_eot_inf,
+        )
+
+
+@dataclass
+class EvalDataConfig:
+    """The prompts (``dllm_rl.data.load_task``)."""
+
+    task: str = _help(
+        "gsm8k, math500, countdown, sudoku, humaneval, mbpp, addition", default="addition"
+    )
+    split: str = _help("split to evaluate", default="test")
+    source: str | None = _help(
+        "None (local copy or generator), local, generate, hub, or a path", default=None
+    )
+    template: str | None = _help("prompt template name or string with {question}", default=None)
+    limit: int | None = _help(
+        "keep the first N prompts (also `limit=N` at the top level)", default=None
+    )
+    options: dict[str, Any] = _help("generator options (size, digits, ...)", default_factory=dict)
+    max_prompt_length: int | None = _help("left-truncate prompts to N tokens", default=None)
+
+
+@dataclass
+class EvalRecipe:
+    """An evaluation recipe (``evaluation: true`` tells it from a training recipe)."""
+
+    evaluation: bool = _help("marks an evaluation recipe (python -m dllm_rl.eval)", default=True)
+    model: ModelConfig = _help(
+        "the model: hub id, local path, run directory (latest checkpoint), checkpoint folder "
+        "(LoRA adapters loaded onto their base), or tiny",
+        default_factory=ModelConfig,
+    )
+    data: EvalDataConfig = _help("prompts", default_factory=EvalDataConfig)
+    sampler: EvalSamplerConfig = _help("the sampler", default_factory=EvalSamplerConfig)
+    rewards: list[str | dict[str, Any]] | None = _help(
+        "reward names (the trainer's graders); default: the task's", default=None
+    )
+    accuracy_reward: str | None = _help(
+        "reward whose value 1 counts as correct (default: the first reward)", default=None
+    )
+    num_generations: int = _help("completions per prompt (pass@1 averages over them)", default=1)
+    batch_size: int = _help("prompts per sampler call, per process", default=16)
+    seed: int = _help("seed of every sampler generator (T > 0, random remasking)", default=0)
+    limit: int | None = _help("keep the first N prompts (overrides data.limit)", default=None)
+    output_dir: str | None = _help(
+        "where to write; default outputs/eval/<recipe>/<time>", default=None
+    )
+    device: str = _help("auto (cuda > npu > mps > cpu), or a torch device name", default="auto")
+    log_samples: int | None = _help("rows written to samples.jsonl (null: all)", default=None)
+    dry_run: bool = _help("validate config, data and rewards; load no weights; exit", default=False)
+    print_config: bool = _help("print the resolved config and exit", default=False)
+
+    def __post_init__(self) -> None:
+        if not self.evaluation:
+            raise ValueError(
+                "evaluation: false is not an evaluation recipe; train with dllm_rl.train"
+            )
+        for name in ("num_generations", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None:
+            if self.limit < 1:
+                raise ValueError(f"limit must be >= 1, got {self.limit}")
+            self.data.limit = self.limit
+        if self.data.task not in TASK_REWARDS and not self.rewards:
+            raise ValueError(f"task {self.data.task!r} has no default rewards: list rewards")
+
+    @property
+    def reward_names(self) -> list[str | dict[str, Any]]:
+        return list(self.rewards) if self.rewards else list(TASK_REWARDS[self.data.task])
+
+
+# ----------------------------------------------------------------------------- config
+def resolve(argv: Sequence[str]) -> tuple[str, EvalRecipe | None, bool]:
+    """Recipe + overrides -> ``(recipe name, validated EvalRecipe, --help asked)``.
+
+    The function recipe tests call to validate an eval recipe:
+    ``resolve(["recipe=recipes/eval_d1_gsm8k.yaml"])``.
+
+    Raises:
+        ConfigError: unknown keys (with close matches), wrong types, a training recipe.
+    """
+    recipe, overrides, want_help = parse_overrides(argv)
+    overrides = {**overrides.pop("run", {}), **overrides}  # output_dir, seed, dry_run: top level
+    if recipe is None:
+        if want_help:
+            return "", None, True
+        names = [n for n in recipe_names() if n.startswith("eval_")]
+        raise ConfigError(f"no recipe given: pass recipe=NAME ({', '.join(names)}) or a YAML path")
+    name, data = load_recipe(recipe)
+    if "algorithm" in data:
+        raise ConfigError(
+            f"recipe {name!r} is a training recipe (algorithm: {data['algorithm']}): run it with "
+            "python -m dllm_rl.train; evaluate its run with "
+            "python -m dllm_rl.eval recipe=eval_tiny model.name_or_path=<run directory>"
+        )
+    data = merge(data, overrides)
+    if want_help:
+        return name, None, True
+    return name, build_config(EvalRecipe, data), False
+
+
+def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of process ``rank``: contiguous, disjoint, covering ``range(n)`` once.
+
+    The first ``n % world_size`` processes take one row more (no padding with duplicates):
+    n = 10 over 4 processes gives [0, 3), [3, 6), [6, 8), [8, 10).
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside a world of {world_size}")
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+# ----------------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class ModelSource:
+    """What ``model.name_or_path`` points at, resolved without loading anything.
+
+    Attributes:
+        path: the folder (or hub id) to load the model from; for LoRA, the adapter folder.
+        base: for a LoRA adapter, the base model config (name_or_path, tiny sizes); else None.
+        describe: one line for the log and the dry run.
+    """
+
+    path: str
+    base: ModelConfig | None
+    describe: str
+
+
+def resolve_model(config: ModelConfig) -> ModelSource:
+    """Hub id, local model folder, run directory or checkpoint -> what to load.
+
+    Raises:
+        FileNotFoundError: a path-looking name that is not a directory, or a folder with neither a
+            model, an adapter nor checkpoints.
+    """
+    from dllm_rl.run.checkpoint import LATEST, list_checkpoints
+
+    name = config.name_or_path
+    if config.is_tiny:
+        return ModelSource(name, None, "tiny random LLaDA")
+    from dllm_rl.models.load import check_model_name
+
+    check_model_name(name)  # no such directory: fails here, not after retrying the hub
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return ModelSource(name, None, f"hub id {name!r} (local HF cache or download)")
+    run_config = None
+    checkpoints = path / "checkpoints"
+    if checkpoints.is_dir():  # a run directory
+        pointer = checkpoints / LATEST
+        found = list_checkpoints(checkpoints)
+        if pointer.is_file():
+            path = checkpoints / pointer.read_text().strip()
+        elif found:
+            path = found[-1]
+        else:
+            raise FileNotFoundError(f"run directory {name!r} has no checkpoint yet")
+    if (path / "trainer_state.json").is_file() and (path / "model").is_dir():  # a checkpoint
+        run_config = path.parent.parent / "config.yaml"
+        path = path / "model"
+    if (path / "adapter_config.json").is_file():
+        return ModelSource(str(path), _lora_base(path, run_config), f"LoRA adapter {path}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.name_or_path={name!r}: {path} holds no config.json, adapter_config.json or "
+            "checkpoints/ (pass a model folder, a run directory or a checkpoint)"
+        )
+    return ModelSource(str(path), None, f"local model {path}")
+
+
+def _lora_base(adapter: Path, run_config: Path | None) -> ModelConfig:
+    """The base model of a LoRA adapter: the run's model section, else the adapter's record."""
+    import yaml
+
+    if run_config is not None and run_config.is_file():
+        section = dict((yaml.safe_load(run_config.read_text()) or {}).get("model", {}))
+        section["lora"] = {"enabled": False}
+        return build_config(ModelConfig, section)
+    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise FileNotFoundError(
+            f"LoRA adapter {adapter}: no run config.yaml beside it and no "
+            "base_model_name_or_path in adapter_config.json; cannot tell its base model"
+        )
+    return ModelConfig(name_or_path=base)
+
+
+def load_eval_model(config: ModelConfig, device: Any) -> tuple[Any, ModelSource]:
+    """The model to evaluate (eval mode, LoRA merged), and where it came from."""
+    from dllm_rl.run.build import load_policy
+
+    source = resolve_model(config)
+    plain = dataclasses.replace(config, lora=dataclasses.replace(config.lora, enabled=False))
+    if source.base is None:
+        return load_policy(dataclasses.replace(plain, name_or_path=source.path), device), source
+    from peft import PeftModel
+
+    base = source.base
+    base = dataclasses.replace(
+        base, dtype=config.dtype, attn_implementation=config.attn_implementation
+    )
+    policy = load_policy(base, device)
+    wrapped = PeftModel.from_pretrained(policy.model, source.path)
+    policy.model = wrapped.merge_and_unload().eval()
+    return policy, source
+
+
+# ----------------------------------------------------------------------------- dry run
+def check(recipe: EvalRecipe) -> list[str]:
+    """Everything checkable without weights or network: model path, data, rewards, sampler.
+
+    Raises:
+        ValueError, FileNotFoundError, UnknownTaskError, UnknownRewardError: with the fix.
+    """
+    from dllm_rl.data.paths import data_dir
+    from dllm_rl.data.registry import get_task
+    from rewards.registry import resolve_rewards
+
+    source = resolve_model(recipe.model)
+    specs = resolve_rewards(recipe.reward_names)
+    names = [s.name for s in specs]
+    if recipe.accuracy_reward is not None and recipe.accuracy_reward not in names:
+        raise ValueError(
+            f"accuracy_reward={recipe.accuracy_reward!r} is not among the rewards {names}"
+        )
+    d = recipe.data
+    spec = get_task(d.task)
+    if d.split not in spec.splits:
+        raise ValueError(f"task {d.task!r} has no split {d.split!r}; choose from {spec.splits}")
+    if d.source in (None, "local") and d.split in spec.local:
+        path = data_dir() / spec.local[d.split]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{d.task} {d.split}: no local copy at {path}; set DLLM_RL_DATA"
+            )
+        where = f"from {path}"
+    elif d.source in (None, "generate") and spec.generator is not None:
+        where = f"generated (seed {recipe.seed})"
+    else:
+        where = f"from {d.source!r} (not checked offline)"
+    sampler = recipe.sampler.sampler()
+    limit = "" if d.limit is None else f", first {d.limit}"
+    return [
+        f"model: {source.describe}",
+        f"data: {d.task}/{d.split} {where}{limit}",
+        f"rewards: {', '.join(f'{s.name} x {s.weight:g}' for s in specs)} "
+        f"(accuracy: {recipe.accuracy_reward or names[0]})",
+        f"sampler: {describe_sampler(sampler)}",
+    ]
+
+
+def describe_sampler(s: SamplerConfig) -> str:
+    plan = s.plan
+    eos = []
+    if s.eos_rejection.enabled:
+        e = s.eos_rejection
+        eos.append(f"EOS rejection {e.gamma_schedule} {e.gamma_min:g}->{e.gamma_max:g}")
+    eos += [k for k in ("logits_eos_inf", "confidence_eos_eot_inf") if getattr(s, k)]
+    return (
+        f"{s.schedule}, L={s.gen_length}, S={plan.num_steps}, T={s.temperature:g}, "
+        f"{s.remasking}, NFE={nfe(s)}" + (f", {', '.join(eos)}" if eos else "")
+    )
+
+
+def nfe(s: SamplerConfig) -> int:
+    """Network forwards per completion (two per step under classifier-free guidance)."""
+    return s.plan.num_steps * (2 if s.cfg_scale > 0 else 1)
+
+
+# ----------------------------------------------------------------------------- running
+@dataclass
+class ShardStats:
+    """One process's counters (summed over processes by the main one)."""
+
+    samples: int = 0
+    correct: int = 0
+    generate_s: float = 0.0
+    grade_s: float = 0.0
+    canvas_tokens: int = 0  # N x L positions decoded
+    completion_tokens: int = 0  # tokens up to and including the first stop id
+    forwards: int = 0
+
+
+def progress(total: int, desc: str, enabled: bool = True) -> Any:
+    """A tqdm bar on terminals only (``disable=None``): logs get no carriage-return noise."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit="prompt", dynamic_ncols=True, disable=None if enabled else True
+    )
+
+
+def sample_rows(
+    batch: Any,
+    tokenizer: Any,
+    first_index: int,
+    num_generations: int,
+    accuracy_col: int,
+    num_steps: int,
+) -> list[dict[str, Any]]:
+    """One JSON row per completion of a :class:`RolloutBatch` (index = global prompt index)."""
+    traj = batch.trajectory
+    ids = traj.completion_ids.cpu().tolist()  # [N, L]
+    steps = traj.unmask_step.cpu().tolist()  # [N, L]
+    logps = None if traj.step_logprobs is None else traj.step_logprobs.cpu().tolist()
+    values = batch.rewards.values.tolist()  # [N, R]
+    names = batch.rewards.names
+    rows = []
+    for i in range(len(batch)):
+        reward_values = {n: (None if math.isnan(v) else v) for n, v in zip(names, values[i])}
+        acc = values[i][accuracy_col]
+        extra = {
+            k: v[i]
+            for k, v in batch.columns.items()
+            if isinstance(v[i], (str, int, float)) and len(str(v[i])) <= 2000
+        }
+        rows.append(
+            {
+                "index": first_index + i // num_generations,
+                "generation": i % num_generations,
+                "prompt": batch.prompts[i],
+                "completion": batch.completions[i],
+                "reward": float(batch.rewards.total[i]),
+                "rewards": reward_values,
+                "correct": bool(not math.isnan(acc) and acc >= 1.0),
+                "length": int(batch.lengths[i]),
+                "num_steps": num_steps,
+                "completion_ids": ids[i],
+                "unmask_step": steps[i],
+                "step_logprobs": None if logps is None else [round(x, 4) for x in logps[i]],
+                "tokens": [tokenizer.decode([t]) for t in ids[i]],
+                "columns": extra,
+            }
+        )
+    return rows
+
+
+def load_records(recipe: EvalRecipe) -> list[dict[str, Any]]:
+    from dllm_rl.data import load_task
+
+    d = recipe.data
+    rows = load_task(
+        d.task,
+        d.split,
+        source=d.source,
+        template=d.template,
+        limit=d.limit,
+        seed=recipe.seed,
+        **d.options,
+    )
+    return [dict(r) for r in rows]
+
+
+def _gather(accelerator: Any, items: list[Any]) -> list[Any]:
+    if accelerator.num_processes == 1:
+        return items
+    from accelerate.utils import gather_object
+
+    return gather_object(items)
+
+
+def evaluate(recipe: EvalRecipe, name: str = "eval") -> dict[str, Any] | None:
+    """Run the evaluation; returns ``results`` on the main process (None elsewhere)."""
+    from dllm_rl.rollout.worker import RolloutWorker
+    from dllm_rl.run.build import derive_seed, generator, make_accelerator
+    from rewards.registry import resolve_rewards
+
+    t0 = time.perf_counter()
+    accelerator = make_accelerator(recipe.device)
+    rank, world, is_main = (
+        accelerator.process_index,
+        accelerator.num_processes,
+        accelerator.is_main_process,
+    )
+    _quiet_unless_terminal()
+    specs = resolve_rewards(recipe.reward_names)
+    names = [s.name for s in specs]
+    acc_name = recipe.accuracy_reward or names[0]
+    acc_col = names.index(acc_name)
+    records = load_records(recipe)
+    if not records:
+        raise ValueError(f"{recipe.data.task}/{recipe.data.split} has no rows to evaluate")
+    lo, hi = shard_bounds(len(records), world, rank)
+    policy, source = load_eval_model(recipe.model, accelerator.device)
+    g, bs = recipe.num_generations, recipe.batch_size
+    worker = RolloutWorker(
+        policy,
+        specs,
+        bs * g,
+        chat_template=recipe.model.chat_template,
+        max_prompt_length=recipe.data.max_prompt_length,
+    )
+    sampler = recipe.sampler.sampler()
+    steps = sampler.plan.num_steps
+    stats, rows = ShardStats(), []
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with progress(hi - lo, f"eval {name}", enabled=is_main) as bar:
+        for start in range(lo, hi, bs):
+            chunk = records[start : min(start + bs, hi)]
+            seed = derive_seed(recipe.seed, "eval", start)  # by global row: any world size
+            batch = worker.rollout(
+                chunk,
+                g,
+                sampler,
+                lambda c, s=seed: generator(derive_seed(s, c), policy.device),
+                group_offset=start,
+            )
+            new = sample_rows(batch, policy.tokenizer, start, g, acc_col, steps)
+            rows.extend(new)
+            stats.samples += len(new)
+            stats.correct += sum(r["correct"] for r in new)
+            stats.generate_s += batch.rollout_s
+            stats.grade_s += batch.score_s
+            stats.canvas_tokens += len(batch) * sampler.gen_length
+            stats.completion_tokens += int(batch.lengths.sum())
+            stats.forwards += batch.forwards * (2 if sampler.cfg_scale > 0 else 1)
+            bar.update(len(chunk))
+            bar.set_postfix(acc=f"{stats.correct / stats.samples:.3f}")
+    rows = _gather(accelerator, rows)
+    every = _gather(accelerator, [stats])
+    eval_s = time.perf_counter() - t1
+    if not is_main:
+        return None
+    rows.sort(key=lambda r: (r["index"], r["generation"]))
+    seen = [r["index"] for r in rows if r["generation"] == 0]
+    if seen != list(range(len(records))) or len(rows) != len(records) * g:
+        raise RuntimeError(f"gathered {len(rows)} rows for {len(records)} prompts x {g}")
+    results = summarize(
+        recipe,
+        name,
+        source,
+        sampler,
+        rows,
+        every,
+        acc_name,
+        eval_s,
+        time.perf_counter() - t0,
+        load_s,
+        world,
+    )
+    write_outputs(recipe, name, results, rows)
+    return results
+
+
+def summarize(
+    recipe: EvalRecipe,
+    name: str,
+    source: ModelSource,
+    sampler: SamplerConfig,
+    rows: list[dict[str, Any]],
+    every: list[ShardStats],
+    acc_name: str,
+    eval_s: float,
+    wall_s: float,
+    load_s: float,
+    world: int,
+) -> dict[str, Any]:
+    """``results.json``: accuracy, per-reward means, sampler settings, throughput."""
+    total = ShardStats(
+        **{f.name: sum(getattr(s, f.name) for s in every) for f in dataclasses.fields(ShardStats)}
+    )
+    means = {}
+    for reward in rows[0]["rewards"]:
+        vals = [r["rewards"][reward] for r in rows if r["rewards"][reward] is not None]
+        means[reward] = sum(vals) / len(vals) if vals else None
+    busy = total.generate_s + total.grade_s
+    return {
+        "recipe": name,
+        "model": recipe.model.name_or_path,
+        "model_source": source.describe,
+        "task": recipe.data.task,
+        "split": recipe.data.split,
+        "prompts": len(rows) // recipe.num_generations,
+        "num_generations": recipe.num_generations,
+        "samples": len(rows),
+        "accuracy": total.correct / max(1, total.samples),
+        "accuracy_reward": acc_name,
+        "rewards": means,
+        "reward": sum(r["reward"] for r in rows) / len(rows),
+        "mean_length": total.completion_tokens / max(1, total.samples),
+        "sampler": {
+            **dataclasses.asdict(sampler),
+            "num_steps": sampler.plan.num_steps,
+            "counts": list(sampler.plan.counts),
+            "nfe": nfe(sampler),
+        },
+        "seed": recipe.seed,
+        "processes": world,
+        "wall_s": wall_s,
+        "load_s": load_s,
+        "eval_s": eval_s,
+        "generate_s": total.generate_s,
+        "grade_s": total.grade_s,
+        "grading_share": total.grade_s / busy if busy else 0.0,
+        "samples_per_s": len(rows) / eval_s if eval_s else None,
+        "tokens_per_s": total.canvas_tokens / eval_s if eval_s else None,
+        "completion_tokens_per_s": total.completion_tokens / eval_s if eval_s else None,
+        "forwards": total.forwards,
+    }
+
+
+def write_outputs(
+    recipe: EvalRecipe, name: str, results: dict[str, Any], rows: list[dict[str, Any]]
+) -> Path:
+    out = Path(recipe.output_dir or Path("outputs", "eval", name, time.strftime("%Y%m%d-%H%M%S")))
+    out.mkdir(parents=True, exist_ok=True)
+    results["output_dir"] = str(out)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "config.yaml").write_text(to_yaml(recipe))
+    keep = rows if recipe.log_samples is None else rows[: recipe.log_samples]
+    with open(out / "samples.jsonl", "w") as f:
+        for row in keep:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return out
+
+
+def _quiet_unless_terminal() -> None:
+    """datasets' and transformers' own bars only on terminals (one line per update in logs)."""
+    if sys.stderr.isatty():
+        return
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        name, recipe, want_help = resolve(argv)
+    except (ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if want_help:
+        print(help_text(EvalRecipe, f"evaluation recipe {name}".strip()))
+        print(
+            f"\nbundled eval recipes: {', '.join(n for n in recipe_names() if n.startswith('eval_'))}"
+        )
+        return 0
+    if recipe.print_config:
+        print(to_yaml(recipe), end="")
+        return 0
+    try:
+        lines = check(recipe)
+    except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError) as error:
+        print(f"error: recipe {name}: {error}", file=sys.stderr)
+        return 2
+    if recipe.dry_run:
+        print(f"dry run of eval recipe {name}: config valid")
+        for line in lines:
+            print(f"  {line}")
+        return 0
+    for line in lines:
+        logger.info(line)
+    results = evaluate(recipe, name)
+    if results is not None:
+        print(
+            f"{name}: accuracy {results['accuracy']:.4f} ({results['accuracy_reward']}) on "
+            f"{results['samples']} samples; {results['samples_per_s']:.2f} samples/s, "
+            f"{results['tokens_per_s']:.0f} tokens/s, grading {100 * results['grading_share']:.1f}% "
+            f"-> {results['output_dir']}"
+        )
+    return 0
+
+
+__all__ = [
+    "EvalDataConfig",
+    "EvalRecipe",
+    "EvalSamplerConfig",
+    "check",
+    "evaluate",
+    "load_eval_model",
+    "main",
+    "resolve",
+    "resolve_model",
+    "shard_bounds",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())
