@@ -62,6 +62,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from . import sandbox_cgroup
 from .sandbox_isolation import (
     WORKDIR_PREFIX,
     boot_source,
@@ -225,6 +226,7 @@ def _config(
         "drop_uid": _mode(drop_uid, "DLLM_RL_SANDBOX_DROP_UID"),
         "seccomp": _mode(seccomp, "DLLM_RL_SANDBOX_SECCOMP"),
         "landlock": _mode(None, "DLLM_RL_SANDBOX_LANDLOCK"),
+        "cgroup": _mode(None, "DLLM_RL_SANDBOX_CGROUP"),
         "parent_mount_ns": _mount_namespace(),
         "link_fds": (),
     }
@@ -407,15 +409,22 @@ def _run(
 ) -> SandboxResult:
     start = time.monotonic()
     token = secrets.token_hex(16)
-    workdir = None
+    workdir = group = None
     sweep_stale()
     try:
         workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{owner_tag()}-")
+        if config["cgroup"]:
+            name = os.path.basename(workdir)  # carries the owner, for the start-up sweep
+            group = sandbox_cgroup.create(name, config["memory_bytes"], config["max_processes"])
         with lease_uid(config["drop_uid"]) as uid:
             if uid is not None:
                 os.chown(workdir, uid, uid)
+            cgroups = {
+                "cgroups": list(group.paths) if group else [],
+                "cgroup_layer": group.layer if group else "",
+            }
             return _spawn_and_collect(
-                {**config, "uid": uid, "workdir": workdir},
+                {**config, **cgroups, "uid": uid, "workdir": workdir},
                 token=token,
                 start=start,
                 max_output_bytes=max_output_bytes,
@@ -426,6 +435,7 @@ def _run(
     except OSError as exc:  # cannot create the directory, lease a uid, make pipes, spawn
         return _failed(f"{type(exc).__name__}: {exc}", start)
     finally:
+        sandbox_cgroup.remove(group)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 

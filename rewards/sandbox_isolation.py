@@ -71,6 +71,14 @@ def owner_tag() -> str:
 _swept: set[int] = set()
 
 
+def _owner_gone(name: str) -> bool:
+    """Whether ``name`` (``dllm-rl-sandbox-<pid>.<start>-...``) belongs to a process now gone."""
+    if not name.startswith(WORKDIR_PREFIX):
+        return False
+    pid, _, started = name[len(WORKDIR_PREFIX) :].split("-", 1)[0].partition(".")
+    return pid.isdigit() and bool(started) and _start_time(int(pid)) != started
+
+
 def sweep_stale(force: bool = False) -> None:
     """Once per process (or when ``force``): delete the sandbox working directories whose owner
     process is gone, and (as root) kill what still runs as a pool uid no live process leases."""
@@ -80,20 +88,18 @@ def sweep_stale(force: bool = False) -> None:
     import shutil
     import tempfile
 
+    from .sandbox_cgroup import sweep_cgroups
+
     base = tempfile.gettempdir()
     with contextlib.suppress(OSError):
         for name in os.listdir(base):
-            owner = name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
-            pid, _, started = owner.partition(".")
-            if not name.startswith(WORKDIR_PREFIX) or not pid.isdigit() or not started:
-                continue
             path = os.path.join(base, name)
             with contextlib.suppress(OSError):
                 # Ours: our uid, or (as root) chowned to a sandbox uid.
                 mine = os.geteuid() == 0 or os.lstat(path).st_uid == os.geteuid()
-                if not mine or _start_time(int(pid)) == started:
-                    continue
-                shutil.rmtree(path, ignore_errors=True)
+                if mine and _owner_gone(name):
+                    shutil.rmtree(path, ignore_errors=True)
+    sweep_cgroups(WORKDIR_PREFIX, _owner_gone)
     pool = _uid_pool() if os.geteuid() == 0 else None
     if pool is None:
         return
@@ -298,6 +304,9 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
     os.setsid()
     libc = ctypes.CDLL(None, use_errno=True)
     facts = list(namespaces)
+    if config["cgroups"]:  # before anything forks, while /sys is still in view
+        _boot_join_cgroups(config["cgroups"])
+        facts.append(config["cgroup_layer"])
     workdir = config["workdir"]
     if "mount" in namespaces:
         facts += _boot_mount(libc, config, "pid" in namespaces)
@@ -406,6 +415,15 @@ def _boot_landlock(libc, workdir: str) -> list[str]:
     return ["landlock-writes"] + (["landlock-scoped"] if scoped else [])
 
 
+def _boot_join_cgroups(paths) -> None:
+    """Move this process (the program's first) into each control group of the run."""
+    import os
+
+    for path in paths:
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))  # read in our pid namespace: ourselves
+
+
 def _boot_preimport(uid: int) -> list[str]:
     """Without a minimal root, the interpreter's files may be out of the uid's reach (Python
     under a 0700 home): import common standard modules while still privileged, so that programs
@@ -428,9 +446,10 @@ def _boot_preimport(uid: int) -> list[str]:
     if all(reachable(entry) for entry in sys.path if entry and os.path.isdir(entry)):
         return []
     for name in (
-        "array bisect cmath collections copy dataclasses datetime decimal enum fractions "
-        "functools hashlib heapq itertools json math numbers operator random re select "
-        "statistics string struct textwrap time traceback typing unicodedata"
+        "array bisect cmath collections copy dataclasses datetime decimal enum errno fractions "
+        "functools hashlib heapq io itertools json math numbers operator random re select "
+        "signal socket stat statistics string struct textwrap threading time traceback typing "
+        "unicodedata"
     ).split():
         try:
             __import__(name)
@@ -696,6 +715,7 @@ _CHILD_FUNCTIONS = (
     _boot_channel,
     _boot_unshare,
     _boot_enter,
+    _boot_join_cgroups,
     _boot_preimport,
     _boot_mount,
     _boot_landlock,
