@@ -66,7 +66,13 @@ def resolve(argv: Sequence[str]) -> tuple[str, Any, Algorithm, bool]:
         )
     name, data = load_recipe(recipe)
     data = merge(data, overrides)
-    algorithm = data.get("algorithm", "grpo")
+    algorithm = data.get("algorithm")
+    if algorithm is None:
+        raise ConfigError(
+            f"recipe {name!r} has no 'algorithm:' key, so it is not a training recipe (an "
+            f"evaluation recipe runs with python -m dllm_rl.eval recipe={name}); training "
+            f"recipes set algorithm: one of {sorted(ALGORITHMS)}"
+        )
     if algorithm not in ALGORITHMS:
         raise ConfigError(
             f"recipe {name!r}: algorithm={algorithm!r} is unknown; one of {sorted(ALGORITHMS)}"

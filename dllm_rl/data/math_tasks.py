@@ -1,4 +1,4 @@
-"""Row functions for the maths tasks: GSM8K and MATH-500.
+"""Row functions for the maths tasks: GSM8K, MATH-500 and the MATH training set.
 
 Each takes one source row (local file or hub layout; they agree for these datasets) and returns
 the record the math reward reads: ``prompt``, ``answer`` and ``solution``.
@@ -43,4 +43,26 @@ def math500_row(row: dict[str, Any], *, template: str, chat: bool) -> dict[str, 
         "unique_id": str(row.get("unique_id", "")),
         "subject": str(row.get("subject", "")),
         "level": int(row.get("level") or 0),
+    }
+
+
+def math_row(row: dict[str, Any], *, template: str, chat: bool) -> dict[str, Any]:
+    """MATH (Hendrycks et al. 2021; ``problem``, ``solution``, ``level``, ``type``) -> ``prompt``,
+    ``answer`` (the last ``\\boxed{}`` of the solution), ``solution``, ``subject``, ``level``.
+
+    Raises:
+        ValueError: a solution without a ``\\boxed{}`` answer.
+    """
+    from rewards.extract import last_boxed
+
+    answer = row.get("answer") or last_boxed(row["solution"])
+    if answer is None:
+        raise ValueError(f"MATH solution has no \\boxed{{}} answer: {row['solution'][-80:]!r}")
+    level = str(row.get("level") or "0").removeprefix("Level ")
+    return {
+        "prompt": render_prompt(template, chat, row["problem"]),
+        "answer": str(answer),
+        "solution": row["solution"],
+        "subject": str(row.get("type") or row.get("subject") or ""),
+        "level": int(level) if level.isdigit() else 0,
     }

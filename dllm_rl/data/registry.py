@@ -32,7 +32,7 @@ import datasets
 from dllm_rl.data.addition import addition_row, generate_addition
 from dllm_rl.data.code_tasks import MBPP_SPLITS, humaneval_row, in_mbpp_split, mbpp_row
 from dllm_rl.data.countdown import countdown_row, generate_countdown
-from dllm_rl.data.math_tasks import gsm8k_row, math500_row
+from dllm_rl.data.math_tasks import gsm8k_row, math500_row, math_row
 from dllm_rl.data.paths import DATA_ENV, data_dir
 from dllm_rl.data.sources import load_dataset_path, read_local_file
 from dllm_rl.data.sudoku import generate_sudoku, sudoku_row
@@ -107,6 +107,12 @@ TASKS: dict[str, TaskSpec] = {
         splits=("test",),
         local={"test": "math500/test.jsonl"},
         hub="HuggingFaceH4/MATH-500",
+    ),
+    "math": TaskSpec(
+        row_fn=math_row,
+        columns=(*_MATH_COLUMNS, "subject", "level"),
+        splits=("train", "test"),
+        hub="DigitalLearningGmbH/MATH-lighteval",  # no local copy: source=hub or a path
     ),
     "countdown": TaskSpec(
         row_fn=countdown_row,

@@ -57,6 +57,7 @@ TEMPLATES: dict[str, str] = {
 DEFAULT_TEMPLATE: dict[str, str] = {
     "gsm8k": "math_boxed",
     "math500": "math_boxed",
+    "math": "math_boxed",
     "countdown": "countdown",
     "sudoku": "sudoku",
     "humaneval": "code",
