@@ -55,8 +55,8 @@ class ElboDraws:
     Draw m of a response is timestep ``m // n_yt`` (its l or t) and mask ``m % n_yt`` of it.
 
     Attributes:
-        masks: ``[B, M]`` x ``L`` bool, True where response token j is masked in draw m; never
-            True on padding. Shape ``[B, M, L]``.
+        masks: ``[B, M, L]`` bool, True where response token j is masked in draw m; never True
+            on padding.
         weights: ``[B, M]`` float32, the draw's weight: L_b / l (``"L/l"``) or 1 / p (``"1/t"``).
         n_t: number of timesteps (values of l or t) per response.
         n_yt: masks per timestep; M = n_t * n_yt.
