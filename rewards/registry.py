@@ -123,13 +123,57 @@ class RewardSpec:
     weight: float = 1.0
 
 
+class RewardSignatureError(TypeError, ValueError):
+    """A reward target that cannot take the reward arguments (a ValueError too, so that the
+    command lines report it as a config error)."""
+
+
+def check_reward_signature(fn: Any, name: str) -> None:
+    """Raise unless ``fn`` can be called as ``fn(prompts=..., completions=..., **columns)``.
+
+    Checked when a recipe is resolved, so ``"os:system"`` fails before any model loads, not at
+    the first scoring step. (Naming ``module:function`` still imports the module: a recipe is
+    code; do not run recipes you do not trust.)
+
+    Raises:
+        RewardSignatureError: the signature cannot take the reward arguments; the message
+            shows it.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as error:
+        raise RewardSignatureError(
+            f"reward {name!r}: cannot read the signature of {fn!r} ({error}); a reward is "
+            "f(prompts, completions, completion_ids=None, **columns)"
+        ) from None
+    params = signature.parameters.values()
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    named = {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    missing = [k for k in ("prompts", "completions") if k not in named and not var_kw]
+    if missing or not var_kw:
+        what = f"no parameter {' or '.join(missing)}" if missing else "no **kwargs for the columns"
+        raise RewardSignatureError(
+            f"reward {name!r}: {getattr(fn, '__qualname__', fn)}{signature} has {what}; a "
+            "reward is f(prompts, completions, completion_ids=None, **columns) returning one "
+            "float or None per completion"
+        )
+
+
 def _spec(item: Any) -> RewardSpec:
     if isinstance(item, RewardSpec):
         return item
     if isinstance(item, str):
-        return RewardSpec(item, get_reward(item))
+        fn = get_reward(item)
+        check_reward_signature(fn, item)
+        return RewardSpec(item, fn)
     if callable(item):
-        return RewardSpec(getattr(item, "__name__", type(item).__name__), item)
+        name = getattr(item, "__name__", type(item).__name__)
+        check_reward_signature(item, name)
+        return RewardSpec(name, item)
     if isinstance(item, Mapping):
         unknown = [k for k in item if k not in _SPEC_KEYS]
         if unknown:
@@ -151,7 +195,9 @@ def _spec(item: Any) -> RewardSpec:
             raise ValueError(
                 f"reward {item['name']!r}: weight must be a finite number, got {weight!r}"
             )
-        return RewardSpec(str(item["name"]), get_reward(str(item["name"])), float(weight))
+        fn = get_reward(str(item["name"]))
+        check_reward_signature(fn, str(item["name"]))
+        return RewardSpec(str(item["name"]), fn, float(weight))
     raise TypeError(
         f"a reward spec is a name, {{'name': ..., 'weight': ...}}, or a callable; got {item!r}"
     )
