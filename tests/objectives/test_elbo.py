@@ -268,6 +268,13 @@ def test_stratified_levels_cover_one_to_l():
     mask = torch.ones(4, 6, dtype=torch.bool)
     draws = draw_elbo_masks(mask, 6, 1, stratified=True, generator=torch.Generator().manual_seed(0))
     assert bool((draws.masks.sum(-1).sort(-1).values == torch.arange(1, 7)).all())
+    # The 1/t form stratifies t: t_j = frac(u + j / n_t), so the sorted t are 1 / n_t apart.
+    t_draws = draw_elbo_masks(
+        mask, 4, 1, form="1/t", stratified=True, eps=EPS, generator=torch.Generator().manual_seed(1)
+    )
+    t = ((1.0 / t_draws.weights.double()) - EPS) / (1 - EPS)  # [B, 4]
+    gaps = t.sort(-1).values.diff(dim=-1)
+    torch.testing.assert_close(gaps, torch.full_like(gaps, 0.25), atol=1e-6, rtol=0)
 
 
 def test_masked_positions_pads_with_valid_dummies():
