@@ -1,6 +1,7 @@
 """Grader self-check: every dataset's gold answers, written the way a model would write them, must
 score 1.0; the same answers shuffled across rows must score near chance; and the code sandbox must
-contain a suite of hostile programs.
+report its isolation layers and contain a suite of hostile programs and the code grader's
+red-team suite (``rewards.sandbox_redteam``).
 
     python scripts/check_rewards.py --data ../shared/data --out outputs/check_rewards.json
     python scripts/check_rewards.py --datasets gsm8k,countdown --limit 50 --out /tmp/check.json
@@ -258,18 +259,43 @@ def run_check(name: str, check: Check, args: argparse.Namespace) -> dict[str, An
     return result
 
 
+def isolation_report() -> dict[str, list[str]]:
+    """The isolation layers a sandboxed program gets here, by default and in each forced
+    degraded mode (what a host without namespaces, or a non-root caller, would get)."""
+    from rewards.sandbox import run_program
+    from rewards.sandbox_redteam import DEGRADED
+
+    modes = {"default": {}, **DEGRADED}
+    layers = {}
+    for mode, limits in modes.items():
+        result = run_program("", timeout_s=15.0, **limits)
+        layers[mode] = (
+            list(result.isolation) if result.error is None else [f"error: {result.error}"]
+        )
+    return layers
+
+
 def run_sandbox_suite() -> dict[str, Any]:
-    """The hostile-program suite of the code sandbox, and whether network isolation is active."""
+    """The code sandbox's isolation layers, its hostile-program suite and the red-team suite of
+    the code grader (issue 10); ``all_contained`` counts a case the machine has no layer for
+    (``contained`` is ``None``) as not failed, and lists it under ``not_applicable``."""
     from rewards.sandbox import network_isolation_available
     from rewards.sandbox_hostile import run_hostile_suite
+    from rewards.sandbox_redteam import run_redteam_suite
 
     start = time.perf_counter()
+    layers = isolation_report()
     cases = run_hostile_suite()
+    redteam = run_redteam_suite()
     return {
         "network_isolation": bool(network_isolation_available()),
-        "all_contained": all(case.get("contained") for case in cases),
+        "isolation": layers,
+        "all_contained": all(case.get("contained") for case in cases)
+        and all(row.get("contained") is not False for row in redteam),
+        "not_applicable": [row["case"] for row in redteam if row.get("contained") is None],
         "seconds": round(time.perf_counter() - start, 3),
         "cases": cases,
+        "redteam": redteam,
     }
 
 
@@ -294,6 +320,8 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"sandbox suite: error: {sandbox['error']}")
         return
     print(f"network isolation active: {sandbox['network_isolation']}")
+    for mode, layers in sandbox.get("isolation", {}).items():
+        print(f"isolation ({mode}): {', '.join(layers) or 'limits only'}")
     print(f"{'hostile case':<32} {'outcome':<28} {'contained':>9} {'wall_s':>7}")
     for case in sandbox["cases"]:
         wall = case.get("wall_s")
@@ -302,6 +330,17 @@ def print_summary(report: dict[str, Any]) -> None:
             f"{str(case.get('case')):<32} {str(case.get('outcome'))[:28]:<28} "
             f"{str(case.get('contained')):>9} {wall_text}"
         )
+    if sandbox.get("redteam"):
+        print()
+        print(f"{'red-team case (finding)':<44} {'expected':<22} {'contained':>9}  observed")
+        for row in sandbox["redteam"]:
+            name = f"{row.get('case')} ({row.get('finding')})"
+            contained = "n/a" if row.get("contained") is None else str(row.get("contained"))
+            print(
+                f"{name:<44} {str(row.get('expected'))[:22]:<22} {contained:>9}  "
+                f"{str(row.get('observed'))[:90]}"
+            )
+    print(f"all contained: {sandbox.get('all_contained')}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -375,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_summary(report)
     print(f"\nreport: {args.out}")
     gold_ok = all(r.get("gold_mean") == 1.0 for r in report["datasets"].values())
-    return 0 if gold_ok else 1
+    contained = report.get("sandbox", {}).get("all_contained", True) is not False
+    return 0 if gold_ok and contained else 1
 
 
 if __name__ == "__main__":
