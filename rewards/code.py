@@ -14,33 +14,30 @@ The columns contract (dataset loaders build HumanEval and MBPP records to match 
   candidate's later definition wins.
 - ``entry_point: str | None``: the function under test.
 
-One sandboxed program per completion runs the candidate code, then the setup, then each test in
-its own ``try``, and reports which tests passed through the sandbox's report channel only after the
-last test. What does not count as passing:
+Two sandboxed programs per completion (:mod:`rewards.sandbox_remote`): the **servant** runs the
+candidate code (behind the prefix), then the setup, in its own interpreter, and answers requests;
+the **judge** runs the trusted code (the prefix when it is a complete program, so that its helpers
+are the prompt's and not the candidate's copies, then the setup and each test in its own ``try``)
+in a separate sandbox, where the names the tests need from the candidate (the entry point, its
+classes, its top-level values) are proxies. Arguments and results cross as plain data through a
+safe value codec, so everything that decides the verdict happens where the candidate cannot reach.
+What does not count as passing:
 
-- exiting early (``sys.exit``, ``exit()``, ``os._exit``, a crash, a timeout): a ``SystemExit`` from
-  the candidate's top level is caught and the tests still run; a process that ends before the
-  harness reports scores 0;
-- printing or writing a fake result: reports carry a random per-run token, on a pipe;
-- objects that compare equal to everything: inside the test code's ``assert`` statements every
-  comparison (``==``, ``!=``, ``<``, ``in``, ...), every operand of ``not``/``and``/``or`` and the
-  asserted value itself must be a plain builtin value (exact types ``None``, ``bool``, ``int``,
-  ``float``, ``complex``, ``str``, ``bytes``, ``bytearray``, ``range``, and ``list``, ``tuple``,
-  ``set``, ``frozenset``, ``dict``, ``OrderedDict``, ``defaultdict``, ``Counter``, ``deque`` of
-  those; a truth test also accepts ``re`` match and pattern objects): subclasses of ``int`` or
-  ``str`` and objects overriding ``__eq__``, ``__ne__`` or ``__bool__`` fail the test;
-- shadowing builtins (``def sorted(...)``, ``builtins.set = ...``): the setup and tests run in
-  their own namespace, with a copy of the builtins taken before the candidate ran; it holds the
-  candidate's names except those that shadow a builtin (the entry point excepted), and what the
-  setup defines is copied back to the candidate's namespace, so that for the code under test it is
-  one namespace as the contract says.
+- exiting early (``sys.exit``, ``os._exit``, a crash, a timeout): the tests needing the candidate
+  fail; a ``SystemExit`` at the candidate's top level is caught and its functions still serve;
+- printing or writing fake results, to any descriptor: the verdict is the judge's report;
+- objects that compare equal to everything, ``__sub__`` returning 0, ``int``/``str`` subclasses:
+  a result that is not plain data stays in the servant and reaches the tests as a handle, whose
+  equality is identity and whose truth value is refused;
+- patching modules or builtins (``sys.modules["math"] = fake``, ``math.isclose = ...``,
+  ``builtins.len = ...``), rewriting the harness's frames or finding it through ``gc``: they
+  change the servant's interpreter, not the judge's. A module the candidate imported and the tests
+  use without importing is the judge's own import of that module; builtins the candidate shadows
+  stay the real ones for the tests (except the entry point).
 
-Known limits (the sandbox process is the real boundary; these are the harness's): code in the
-same interpreter can introspect (``gc``, frames, ``sys.settrace``) to find the harness, its report
-function and token, or rewrite its frames; it can patch shared modules (``math.isclose = ...``)
-that the tests import; arithmetic dunders are not checked (``abs(f(x) - y) < 1e-6`` with ``f``
-returning an object whose ``__sub__`` returns 0); tests that are not ``assert`` statements
-(``self.assertEqual``) are not made strict; a timeout scores 0 even if some tests had passed.
+Known limits: a test that compares the candidate's own objects by ``==`` (rather than their plain
+attributes) fails; tests that are slow for the judge count against the same ``timeout_s``; a test
+still running at the budget fails, as do the later ones.
 """
 
 from __future__ import annotations

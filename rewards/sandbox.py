@@ -2,44 +2,51 @@
 
 One call to :func:`run_program` starts one fresh interpreter (``python -I -S -B``: isolated mode,
 no site-packages, no bytecode files) with an environment scrubbed of the parent's variables, stdin
-on ``/dev/null`` and a fresh temporary working directory, and returns a typed
-:class:`SandboxResult`. Layers, each used where the OS allows it (``SandboxResult.isolation``
-lists those a run actually got):
+on ``/dev/null`` and a fresh working directory, and returns a typed :class:`SandboxResult`.
+Layers, each used where the OS allows it (``SandboxResult.isolation`` lists those a run got):
 
 - **always**: resource limits (address space, CPU seconds, processes, open files, file size, no
-  core dumps), its own session and process group, a wall-clock timeout after which the whole
-  program is killed, output read with a cap, a result channel the program cannot trivially forge;
-- **running as root**: the program drops to an unprivileged uid leased for this run only
-  (``uid=N``: ``RLIMIT_NPROC`` applies, which it does not for uid 0; root's files are out of
-  reach; it can signal no other process), with no new privileges (setuid binaries do nothing);
-  where no such uid is mapped (a container mapping only root) it keeps uid 0 but loses every
-  capability (``no-capabilities``), as it does inside a user namespace of its own;
-- **root or unprivileged user namespaces**: new network namespace (``net``: no interface is up, not
-  even loopback: no network at all), pid namespace (``pid``: the program sees and can signal only
-  its own processes, and all of them die with it), mount namespace in which every file system is
-  read-only (``read-only-fs``) except private, size-capped ``/tmp``, ``/var/tmp`` and ``/dev/shm``
-  (``private-tmp``, also its working directory), with its own ``/proc`` (``private-proc``); ipc
-  namespace.
+  core dumps), its own session, a wall-clock timeout after which the program and every descendant
+  is killed (in a pid namespace with it; otherwise the supervisor is a child subreaper, so
+  ``setsid`` daemons come back to it and are killed), output read with a cap, no descriptor but
+  stdio and its own pipes (the supervisor's records travel on one the program never holds), no
+  new privileges, not dumpable (no ptrace by its own uid), a parent-death signal;
+- **Landlock** (``landlock-writes``; ``landlock-scoped`` from ABI 6): files are created or
+  written only beneath its working directory; no signals or abstract sockets outside its sandbox;
+- **seccomp** (``seccomp-no-unix-sockets``): no ``AF_UNIX`` socket can be created, so no socket
+  file can be connected to; no io_uring; other syscall ABIs are killed;
+- **cgroup** (``cgroup-v2:...``/``cgroup-v1:...``, :mod:`rewards.sandbox_cgroup`): ``memory_mb``
+  and ``max_processes`` for the whole program, where a cgroup can be created;
+- **running as root**: an unprivileged uid leased for this run only (``uid=N``); where no such uid
+  is mapped (a container mapping only root) it keeps uid 0 but loses every capability
+  (``no-capabilities``), as it does inside a user namespace of its own;
+- **root or unprivileged user namespaces**: network (``net``: no interface, not even loopback),
+  pid (``pid``), ipc and mount namespaces; in the mount namespace a minimal root
+  (``minimal-root``, ``read-only-fs``: ``pivot_root`` into the system libraries and the
+  interpreter's files, read-only, five device files, a private size-capped ``/tmp`` that is its
+  working directory, ``private-tmp``, and its own ``/proc``, ``private-proc``).
 
-Without root and without user namespaces only the first layer applies: the program then runs as
-your uid, can read and write what you can and signal your processes. ``network_isolated`` in
-every result, and :func:`network_isolation_available`, say whether there was a network.
+Forced degraded modes (tests, debugging): ``namespaces=False`` or
+``$DLLM_RL_SANDBOX_NAMESPACES=0``; ``drop_uid=False`` or ``$DLLM_RL_SANDBOX_DROP_UID=0`` (how a
+non-root caller runs); ``$DLLM_RL_SANDBOX_SECCOMP=0``, ``$DLLM_RL_SANDBOX_LANDLOCK=0``,
+``$DLLM_RL_SANDBOX_CGROUP=0``. Without a mount namespace the program reads the whole file system
+(and, as root dropping to a uid, imports only a preloaded set of standard modules when the
+interpreter lives under a private home: ``preimported-stdlib``); without a network namespace it
+reaches the network (``network_isolated`` says so).
 
-Not covered: CPU and memory shares between programs (no cgroups: ``memory_mb`` bounds each
-process, so a program may use up to ``memory_mb x max_processes``), reading world-readable files
-(the program sees the file system, read-only), kernel exploits.
+Not covered: CPU shares between programs, reading world-readable files inside the minimal root
+(``/usr``, the interpreter's folders), kernel exploits.
 
 How a program reports a result: the sandbox puts ``__sandbox_report__(text)`` in the program's
-globals; each call writes ``text`` to a pipe the parent reads, behind a random per-run token.
-Printing, exiting early or writing to file descriptors cannot produce a report. Code running in
-the same interpreter can still find the reporting function and token by introspection (frames,
-``gc``): the report channel raises the bar for reward hacking, it is not a security boundary. The
-process, uid and namespaces are the boundary.
+globals; each call writes ``text`` to a report pipe (at most 4 MiB, else ``report_overflow`` and
+no report). A report is what the program says: graders that must not trust the program judge
+elsewhere (:func:`run_linked`, which the code reward uses; :mod:`rewards.sandbox_remote`).
 
 The code is split by concept: this module is the public API and the parent side (spawning,
-collecting output and results); :mod:`rewards.sandbox_isolation` holds the uid leasing and the
-code that runs inside the sandbox process (namespaces, mounts, limits, privileges);
-:mod:`rewards.sandbox_hostile` holds the hostile suite that checks all of it.
+collecting output and results); :mod:`rewards.sandbox_isolation` holds the uid leasing, the sweep
+of leftovers and the code that runs inside the sandbox process (namespaces, mounts, Landlock,
+seccomp, limits, privileges); :mod:`rewards.sandbox_hostile` and :mod:`rewards.sandbox_redteam`
+hold the suites that check all of it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """Sandbox isolation: the uid a program runs as, and the code that locks its process down.
 
 Parent side: :func:`lease_uid` leases an unprivileged uid for one run when running as root (a pool
-of ``_UID_POOL_SIZE`` uids, shared across processes through file locks), and
-:func:`kill_all_of_uid` kills whatever a run left behind as that uid.
+of ``_UID_POOL_SIZE`` uids, shared across processes through file locks), :func:`kill_all_of_uid`
+kills whatever a run left behind as that uid, and :func:`sweep_stale` removes, once per process,
+what a killed trainer left: working folders and cgroups named after a process that is gone, and
+processes of pool uids that nobody leases.
 
 Child side: the ``_boot_*`` functions run inside the sandbox process, whose source
 :func:`boot_source` assembles: enter namespaces (network, pid, mount, ipc, user where needed),
-make file systems read-only and mount private temporary directories and ``/proc``, set resource
-limits, drop to the leased uid (or drop every capability), run the program and supervise it with
-a wall-clock timeout. :mod:`rewards.sandbox` describes the layers and runs programs.
+join the run's cgroups, ``pivot_root`` into a minimal read-only root with a private ``/tmp`` and
+``/proc``, set resource limits, drop to the leased uid (or drop every capability), apply Landlock
+and seccomp, close every descriptor but the program's own, run the program and supervise it (a
+child subreaper with a wall-clock timeout). :mod:`rewards.sandbox` describes the layers.
 """
 
 from __future__ import annotations
