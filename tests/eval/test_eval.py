@@ -49,7 +49,9 @@ def test_protocols():
     s = d1.sampler.sampler()
     assert (s.gen_length, s.plan.num_steps, s.temperature) == (256, 128, 0.0)
     assert set(s.plan.counts) == {2} and len(s.plan.block_bounds) == 256 // 32
-    _, d1_512, _ = ev.resolve(["recipe=eval_d1_gsm8k", "sampler.gen_length=512", "sampler.steps=256"])
+    _, d1_512, _ = ev.resolve(
+        ["recipe=eval_d1_gsm8k", "sampler.gen_length=512", "sampler.steps=256"]
+    )
     assert d1_512.sampler.sampler().plan.num_steps == 256
     _, cj, _ = ev.resolve(["recipe=eval_cj_gsm8k"])
     s = cj.sampler.sampler()
@@ -143,8 +145,16 @@ def test_eval_tiny_writes_results_and_samples(tmp_path):
     results = _run(tmp_path / "one")
     saved = json.loads((tmp_path / "one" / "results.json").read_text())
     assert saved["samples"] == results["samples"] == 11
-    for key in ("accuracy", "rewards", "sampler", "wall_s", "tokens_per_s", "samples_per_s",
-                "grading_share", "model"):
+    for key in (
+        "accuracy",
+        "rewards",
+        "sampler",
+        "wall_s",
+        "tokens_per_s",
+        "samples_per_s",
+        "grading_share",
+        "model",
+    ):
         assert key in saved
     assert saved["sampler"]["nfe"] == 3 and saved["sampler"]["counts"] == [1, 2, 5]
     rows = [json.loads(x) for x in (tmp_path / "one" / "samples.jsonl").read_text().splitlines()]
@@ -175,7 +185,9 @@ def test_two_processes_gather_every_prompt_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ev, "_gather", gather)
     for rank in (1, 0):
-        monkeypatch.setattr("dllm_rl.run.build.make_accelerator", lambda d, r=rank: FakeAccelerator(r))
+        monkeypatch.setattr(
+            "dllm_rl.run.build.make_accelerator", lambda d, r=rank: FakeAccelerator(r)
+        )
         out = _run(tmp_path / "multi")
     assert out["samples"] == single["samples"] == 11
     assert len(stash["rows"]) == 5
