@@ -321,11 +321,15 @@ def _servant_main(data):
             answer = {"re": message.get("id"), "raise": type(exc).__name__, "msg": str(exc)[:300]}
         link.send(answer)
 
+    try:
+        wanted = link.receive().get("want", [])  # the names the tests need, nothing else
+    except _LinkClosed:
+        os._exit(0)
     names = []
-    for key, value in list(namespace.items()):
-        if type(key) is str and not key.startswith("__"):
+    for key in wanted:
+        if type(key) is str and key in namespace:
             try:
-                names.append([key, encode(value)])
+                names.append([key, encode(namespace[key])])
             except (TypeError, ValueError, RecursionError):
                 pass
     link.send({"names": names, "error": candidate_error})
@@ -510,6 +514,7 @@ def _judge_main(data):
         namespace.pop(entry, None)  # the prompt's stub: the candidate's function replaces it
     candidate_error = ""
     try:
+        link.send({"want": sorted(wanted)})
         manifest = link.receive()
         candidate_error = str(manifest.get("error", ""))[:80].replace("\n", " ")
         for pair in manifest.get("names", []):
