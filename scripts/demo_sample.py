@@ -5,10 +5,12 @@
     python scripts/demo_sample.py --schedule uniform --steps 16 --block-length 8
     python scripts/demo_sample.py --model /ckpt/llada-8b --device cuda --gen-length 128
 
-Prints, for the first prompt, the canvas after every step (tokens committed at that step in
-brackets, masks as dots), and with ``--out DIR`` saves a heat map of which position was committed
-at which step over the batch (``DIR/commit_order.png``). With random weights the text is noise;
-the decoding order, the schedule and the trajectory record are real.
+Prints, for the first prompt, the canvas after every step (see the legend it prints: tokens
+committed at that step in ⟦ ⟧, masks as ·, special tokens as ⟨EOS⟩, ids the tokenizer cannot
+decode as ⟨id⟩), and with ``--out DIR`` saves a heat map of which position was committed at which
+step over the batch (``DIR/commit_order.png``, titled with the schedule) and the HTML replay of
+every prompt (``DIR/trajectories.html``). With random weights the text is noise; the decoding
+order, the schedule and the trajectory record are real.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 
 from dllm_rl.devices import pick_device  # noqa: E402
 from dllm_rl.rollout import EosRejection, SamplerConfig, generate_text  # noqa: E402
-from dllm_rl.viz.trajectory import commit_order_histogram, render_unmasking  # noqa: E402
+from dllm_rl.viz.trajectory import MASK_GLYPH, commit_order_histogram, render_unmasking  # noqa: E402
+
+HIGHLIGHT = ("⟦", "⟧")
+LEGEND = (
+    f"legend: ⟦x⟧ committed at this step;  {MASK_GLYPH} still masked;  ⟨EOS⟩ special token;  "
+    "⟨123⟩ id the tokenizer cannot decode;  ⏎ newline"
+)
 
 PROMPTS = ["12+34=", "What is 7 times 6?", "Sort 3, 1, 2.", "Hello"]
 
@@ -61,7 +69,47 @@ def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     )
 
 
-def save_heatmap(hist: torch.Tensor, path: Path) -> None:
+def token_label(token_id: int, tokenizer, special_names: dict[int, str]) -> str:
+    """One token as the canvas shows it: text, ``⟨EOS⟩`` for specials, ``⟨id⟩`` if undecodable."""
+    if token_id in special_names:
+        return f"⟨{special_names[token_id]}⟩"
+    if not 0 <= token_id < len(tokenizer):
+        return f"⟨{token_id}⟩"
+    text = tokenizer.decode([token_id])
+    for mark in (*HIGHLIGHT, MASK_GLYPH):  # never confusable with the canvas markup
+        text = text.replace(mark, f"⟨{ord(mark):x}⟩")
+    return text or f"⟨{token_id}⟩"
+
+
+def canvas_decoder(model):
+    """``decode(ids)`` for :func:`render_unmasking`: one id -> its label, a prompt -> its text."""
+    tok = model.tokenizer
+    names = {model.ids.pad: "PAD", model.ids.mask: "MASK", model.ids.eos: "EOS"}  # LLaDA: pad = EOS
+    if model.ids.eot is not None:
+        names[model.ids.eot] = "EOT"
+    for token_id in getattr(tok, "all_special_ids", []) or []:
+        token = tok.convert_ids_to_tokens(token_id)
+        names.setdefault(token_id, str(token).strip("<>|[]") or str(token_id))
+
+    def decode(ids: list[int]) -> str:
+        if len(ids) == 1:
+            return token_label(int(ids[0]), tok, names)
+        return tok.decode(ids, skip_special_tokens=True)
+
+    return decode
+
+
+def heatmap_title(config: SamplerConfig) -> str:
+    plan = config.plan
+    counts = list(plan.counts)
+    shown = counts if len(counts) <= 10 else counts[:5] + ["..."] + counts[-2:]
+    return (
+        f"{config.schedule} schedule, {plan.num_steps} steps (tokens per step {shown}): "
+        "commits per (step, position) over the batch"
+    )
+
+
+def save_heatmap(hist: torch.Tensor, path: Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +119,7 @@ def save_heatmap(hist: torch.Tensor, path: Path) -> None:
     image = ax.imshow(hist.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xlabel("completion position")
     ax.set_ylabel("decoding step")
-    ax.set_title("tokens committed per (step, position), over the batch")
+    ax.set_title(title or "tokens committed per (step, position), over the batch", fontsize=9)
     fig.colorbar(image, ax=ax, label="count")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,11 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     traj.validate()
     steps = config.plan.counts
     print(f"{config.schedule} schedule: {len(steps)} steps committing {list(steps)} tokens")
-    print(render_unmasking(traj, model.tokenizer.decode, max_steps=16))
+    print(LEGEND)
+    print(render_unmasking(traj, canvas_decoder(model), highlight=HIGHLIGHT, max_steps=16))
     if args.out is not None:
+        from dllm_rl.viz.viewer import samples_from_trajectory, write_viewer
+
         path = args.out / "commit_order.png"
-        save_heatmap(commit_order_histogram(traj), path)
+        save_heatmap(commit_order_histogram(traj), path, heatmap_title(config))
         print(f"wrote {path}")
+        views = samples_from_trajectory(traj, model.tokenizer, PROMPTS)
+        page = write_viewer(views, args.out / "trajectories.html", f"demo_sample: {config.schedule}")
+        print(f"wrote {page}")
     return 0
 
 
