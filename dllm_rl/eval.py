@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a file: find the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dllm_rl.config import ModelConfig, RolloutConfig, _help  # noqa: E402
+from dllm_rl.progress import progress_bar, quiet_library_bars  # noqa: E402
 from dllm_rl.rollout.config import SamplerConfig  # noqa: E402
 from dllm_rl.run.cli import (  # noqa: E402
     ConfigError,
@@ -371,15 +372,6 @@ class ShardStats:
     forwards: int = 0
 
 
-def progress(total: int, desc: str, enabled: bool = True) -> Any:
-    """A tqdm bar on terminals only (``disable=None``): logs get no carriage-return noise."""
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, desc=desc, unit="prompt", dynamic_ncols=True, disable=None if enabled else True
-    )
-
-
 def sample_rows(
     batch: Any,
     tokenizer: Any,
@@ -462,7 +454,7 @@ def evaluate(recipe: EvalRecipe, name: str = "eval") -> dict[str, Any] | None:
         accelerator.num_processes,
         accelerator.is_main_process,
     )
-    _quiet_unless_terminal()
+    quiet_library_bars()
     specs = resolve_rewards(recipe.reward_names)
     names = [s.name for s in specs]
     acc_name = recipe.accuracy_reward or names[0]
@@ -485,7 +477,8 @@ def evaluate(recipe: EvalRecipe, name: str = "eval") -> dict[str, Any] | None:
     stats, rows = ShardStats(), []
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    with progress(hi - lo, f"eval {name}", enabled=is_main) as bar:
+    bar = progress_bar(total=hi - lo, desc=f"eval {name}", unit="prompt", enabled=is_main)
+    with bar:
         for start in range(lo, hi, bs):
             chunk = records[start : min(start + bs, hi)]
             seed = derive_seed(recipe.seed, "eval", start)  # by global row: any world size
@@ -603,17 +596,6 @@ def write_outputs(
         for row in keep:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return out
-
-
-def _quiet_unless_terminal() -> None:
-    """datasets' and transformers' own bars only on terminals (one line per update in logs)."""
-    if sys.stderr.isatty():
-        return
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
 
 
 # ----------------------------------------------------------------------------- entry point
