@@ -422,7 +422,7 @@ def _run(
         workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{owner_tag()}-")
         if config["cgroup"]:
             name = os.path.basename(workdir)  # carries the owner, for the start-up sweep
-            group = sandbox_cgroup.create(name, config["memory_bytes"], config["max_processes"])
+            group = sandbox_cgroup.acquire(name, config["memory_bytes"], config["max_processes"])
         with lease_uid(config["drop_uid"]) as uid:
             if uid is not None:
                 os.chown(workdir, uid, uid)
@@ -442,7 +442,7 @@ def _run(
     except OSError as exc:  # cannot create the directory, lease a uid, make pipes, spawn
         return _failed(f"{type(exc).__name__}: {exc}", start)
     finally:
-        sandbox_cgroup.remove(group)
+        sandbox_cgroup.release(group)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
