@@ -441,8 +441,17 @@ def _gather(accelerator: Any, items: list[Any]) -> list[Any]:
     return gather_object(items)
 
 
-def evaluate(recipe: EvalRecipe, name: str = "eval") -> dict[str, Any] | None:
-    """Run the evaluation; returns ``results`` on the main process (None elsewhere)."""
+def evaluate(
+    recipe: EvalRecipe, name: str = "eval", loaded: tuple[Any, ModelSource] | None = None
+) -> dict[str, Any] | None:
+    """Run the evaluation; returns ``results`` on the main process (None elsewhere).
+
+    Args:
+        recipe: the validated recipe.
+        name: the recipe name (output folder, progress bar).
+        loaded: ``(model, source)`` from :func:`load_eval_model`, to evaluate several sampler
+            settings with one load (``scripts/eval_matrix.py``); None loads ``recipe.model``.
+    """
     from dllm_rl.rollout.worker import RolloutWorker
     from dllm_rl.run.build import derive_seed, generator, make_accelerator
     from rewards.registry import resolve_rewards
@@ -463,7 +472,7 @@ def evaluate(recipe: EvalRecipe, name: str = "eval") -> dict[str, Any] | None:
     if not records:
         raise ValueError(f"{recipe.data.task}/{recipe.data.split} has no rows to evaluate")
     lo, hi = shard_bounds(len(records), world, rank)
-    policy, source = load_eval_model(recipe.model, accelerator.device)
+    policy, source = loaded or load_eval_model(recipe.model, accelerator.device)
     g, bs = recipe.num_generations, recipe.batch_size
     worker = RolloutWorker(
         policy,
