@@ -61,8 +61,15 @@ class RunConfig:
     log_samples: int = _help("completions written to samples.jsonl per logging step", default=4)
     device: str = _help("auto (cuda > npu > mps > cpu), or a torch device name", default="auto")
     wandb_project: str = _help("wandb project name", default="dllm-rl")
+    max_bad_steps: int | None = _help(
+        "stop (with a checkpoint) after more than N steps in a row whose update was skipped for "
+        "a non-finite loss or gradient norm (null: never stop)",
+        default=10,
+    )
 
     def __post_init__(self) -> None:
+        if self.max_bad_steps is not None and self.max_bad_steps < 0:
+            raise ValueError(f"run.max_bad_steps must be >= 0 or null, got {self.max_bad_steps}")
         for name in ("max_steps",):
             if getattr(self, name) < 1:
                 raise ValueError(f"run.{name} must be >= 1, got {getattr(self, name)}")
@@ -373,3 +380,158 @@ class BatchPlan:
     local_completions: int
     micro_batches: int  # gradient accumulation steps per optimizer step
     generation_chunks: int
+
+
+# ----------------------------------------------------------------------------- likelihood trainers
+@dataclass
+class SFTDataConfig:
+    """Prompt/response rows (``dllm_rl.data.sft.load_sft``)."""
+
+    dataset: str = _help(
+        "gsm8k, math500, addition (task names), a local file, or a datasets name with messages, "
+        "prompt/completion or prompt/response columns",
+        default="addition",
+    )
+    split: str = _help("training split", default="train")
+    config: str | None = _help("datasets config name", default=None)
+    template: str | None = _help("prompt template (task names only)", default=None)
+    limit: int | None = _help("keep the first N rows", default=None)
+    options: dict[str, Any] = _help("load_task options (size, digits, ...)", default_factory=dict)
+    max_prompt_length: int | None = _help("the prompt keeps its last N tokens", default=None)
+    max_length: int | None = _help("prompt + response at most N tokens", default=None)
+    response_length: int | None = _help(
+        "right-pad every response to N tokens (LLaDA's EOS-padded layout with sft.eos_padding)",
+        default=None,
+    )
+    eval_split: str | None = _help("held-out split for eval/loss (null: none)", default="test")
+    eval_options: dict[str, Any] = _help(
+        "load_task options of the eval split", default_factory=dict
+    )
+
+
+@dataclass
+class SFTSection:
+    """Masked-diffusion SFT (LLaDA's recipe): t ~ U(eps, 1], CE on masked tokens weighted 1/t."""
+
+    batch_size: int = _help("global rows per optimizer step (all processes)", default=16)
+    per_device_batch_size: int = _help("rows per micro-batch forward", default=16)
+    normalization: Literal["response_length", "masked_tokens"] = _help(
+        "divide by each response's length (LLaDA's GUIDELINES) or by the masked tokens",
+        default="response_length",
+    )
+    eos_padding: bool = _help(
+        "response padding becomes EOS targets counted as answer tokens (as LLaDA trains)",
+        default=False,
+    )
+    eps: float = _help("lower end of t", default=1e-3)
+    eval_rows: int = _help("held-out rows scored for eval/loss (fixed draws)", default=64)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.per_device_batch_size < 1:
+            raise ValueError("sft.batch_size and sft.per_device_batch_size must be >= 1")
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"sft.eps must be in (0, 1), got {self.eps}")
+
+
+def _check_rows(name: str, total: int, per_device: int, world_size: int) -> int:
+    """Rows per process; raises with the arithmetic when the sizes do not divide."""
+    if total % world_size:
+        raise ValueError(
+            f"{name}={total} is not divisible by the {world_size} processes; use a multiple of "
+            f"{world_size}"
+        )
+    local = total // world_size
+    if local % per_device:
+        raise ValueError(
+            f"each process holds {name} / processes = {total} / {world_size} = {local} rows per "
+            f"step, not divisible by per_device_batch_size={per_device}; choose a divisor of {local}"
+        )
+    return local
+
+
+@dataclass
+class SFTConfig:
+    """A masked-diffusion SFT recipe."""
+
+    algorithm: Literal["sft"] = _help("the trainer: sft", default="sft")
+    run: RunConfig = _help("run directory, length, logging", default_factory=RunConfig)
+    model: ModelConfig = _help("the model", default_factory=ModelConfig)
+    data: SFTDataConfig = _help("prompt/response data", default_factory=SFTDataConfig)
+    sft: SFTSection = _help("the SFT loss and batch sizes", default_factory=SFTSection)
+    training: OptimConfig = _help("optimizer and schedule", default_factory=OptimConfig)
+
+    def check_batch(self, world_size: int) -> int:
+        return _check_rows(
+            "sft.batch_size", self.sft.batch_size, self.sft.per_device_batch_size, world_size
+        )
+
+
+@dataclass
+class PreferenceDataConfig:
+    """Preference pairs in TRL's format (``dllm_rl.data.preference.load_preference``)."""
+
+    dataset: str = _help(
+        "hh_rlhf (local slice), a local file, or a datasets name", default="hh_rlhf"
+    )
+    split: str = _help("split of a datasets name", default="train")
+    config: str | None = _help("datasets config name", default=None)
+    limit: int | None = _help("keep the first N rows", default=None)
+    max_prompt_length: int | None = _help("the prompt keeps its last N tokens", default=256)
+    max_length: int | None = _help("prompt + each response at most N tokens", default=512)
+    eval_rows: int = _help("rows held out from the end of the data for evaluation", default=0)
+
+
+@dataclass
+class PreferenceSection:
+    """DPO / VRPO on ELBO estimates (LLaDA 1.5, Zhu et al. 2025)."""
+
+    pairs_per_step: int = _help("global preference pairs per optimizer step", default=8)
+    per_device_batch_size: int = _help("pairs per micro-batch", default=8)
+    beta: float = _help("DPO beta (LLaDA 1.5: 0.2)", default=0.2)
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = _help("preference loss", default="sigmoid")
+    label_smoothing: float = _help("conservative-DPO flip rate (sigmoid only)", default=0.0)
+    n_t: int = _help("timesteps per response: the budget n = n_t x n_yt", default=8)
+    n_yt: int = _help("masks per timestep (Proposition 1: 1 is optimal)", default=1)
+    form: Literal["L/l", "1/t"] = _help("ELBO estimator (Eq. 14-15 or 12-13)", default="L/l")
+    antithetic: bool = _help("share the draws between policy and reference (Prop. 2)", default=True)
+    stratified: bool = _help("stratified l across the n_t draws", default=False)
+    eps: float = _help("1/t form: p = (1 - eps) t + eps", default=1e-3)
+    sft_weight: float = _help(
+        "weight of the SFT term on the chosen response (paper: 0.05)", default=0.0
+    )
+    length_normalize: bool = _help("divide each ELBO by its response length", default=False)
+    max_tokens_per_forward: int | None = _help(
+        "bound on rows x sequence length per ELBO forward (memory)", default=None
+    )
+
+    def __post_init__(self) -> None:
+        if self.pairs_per_step < 1 or self.per_device_batch_size < 1:
+            raise ValueError("preference.pairs_per_step and per_device_batch_size must be >= 1")
+        if self.n_t < 1 or self.n_yt < 1:
+            raise ValueError(f"preference.n_t and n_yt must be >= 1, got {self.n_t}, {self.n_yt}")
+        if self.beta <= 0:
+            raise ValueError(f"preference.beta must be > 0, got {self.beta}")
+
+
+@dataclass
+class PreferenceConfig:
+    """A VRPO (or naive DPO: n_t = n_yt = 1, antithetic off) recipe."""
+
+    algorithm: Literal["vrpo", "dpo"] = _help(
+        "the trainer: vrpo or dpo (same loop)", default="vrpo"
+    )
+    run: RunConfig = _help("run directory, length, logging", default_factory=RunConfig)
+    model: ModelConfig = _help(
+        "the policy (the reference is its starting point)", default_factory=ModelConfig
+    )
+    data: PreferenceDataConfig = _help("preference pairs", default_factory=PreferenceDataConfig)
+    preference: PreferenceSection = _help(
+        "the loss, its ELBO budget and batch sizes", default_factory=PreferenceSection
+    )
+    training: OptimConfig = _help("optimizer and schedule", default_factory=OptimConfig)
+
+    def check_batch(self, world_size: int) -> int:
+        p = self.preference
+        return _check_rows(
+            "preference.pairs_per_step", p.pairs_per_step, p.per_device_batch_size, world_size
+        )

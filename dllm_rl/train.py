@@ -50,7 +50,26 @@ def _grpo() -> Algorithm:
     return Algorithm(lambda: GRPOConfig, grpo.check, grpo.run)
 
 
-ALGORITHMS: dict[str, Callable[[], Algorithm]] = {"grpo": _grpo}
+def _sft() -> Algorithm:
+    from dllm_rl.config import SFTConfig
+    from dllm_rl.trainers import sft
+
+    return Algorithm(lambda: SFTConfig, sft.check, sft.run)
+
+
+def _preference() -> Algorithm:
+    from dllm_rl.config import PreferenceConfig
+    from dllm_rl.trainers import preference
+
+    return Algorithm(lambda: PreferenceConfig, preference.check, preference.run)
+
+
+ALGORITHMS: dict[str, Callable[[], Algorithm]] = {
+    "grpo": _grpo,
+    "sft": _sft,
+    "vrpo": _preference,
+    "dpo": _preference,
+}
 """``algorithm:`` value -> its trainer (imported only when chosen)."""
 
 
@@ -114,7 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in lines:
             print(f"  {line}")
         return 0
-    algo.run(config, name, argv)
+    from dllm_rl.trainers.common import RunStopped
+
+    try:
+        algo.run(config, name, argv)
+    except RunStopped as stopped:  # preempted or diverged: a checkpoint was written
+        print(f"stopped: {stopped}", file=sys.stderr, flush=True)
+        return stopped.exit_code
     return 0
 
 

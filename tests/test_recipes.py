@@ -220,3 +220,40 @@ def test_two_processes_equal_one_process(tmp_path):
     wa = load_file(str(tmp_path / "one/checkpoints/step-000002/model/model.safetensors"))
     wb = load_file(str(tmp_path / "two/checkpoints/step-000002/model/model.safetensors"))
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "name, keys",
+    [
+        ("sft_tiny", ("loss", "grad_norm", "learning_rate", "masked_tokens", "tokens_per_s")),
+        (
+            "vrpo_tiny",
+            (
+                "loss",
+                "rewards/chosen",
+                "rewards/rejected",
+                "rewards/accuracies",
+                "rewards/margins",
+                "logps/chosen",
+                "logps/rejected",
+                "elbo/std",
+                "grad_norm",
+            ),
+        ),
+    ],
+)
+def test_likelihood_recipes_end_to_end(tmp_path, name, keys):
+    out = tmp_path / "run"
+    args = [f"recipe={name}", "max_steps=2", f"output_dir={out}", "eval_steps=2"]
+    if name == "vrpo_tiny":
+        args += ["data.limit=64", "data.eval_rows=16"]
+    else:
+        args += ["data.options.size=64", "data.eval_options.size=16"]
+    assert train.main(args) == 0
+    rows = read_metrics(out / "metrics.jsonl")
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    for key in keys:
+        assert key in train_rows[0], key
+    assert any(k.startswith("eval/") for k in rows[-1])
+    assert (out / "checkpoints" / "step-000002" / "model" / "model.safetensors").is_file()
