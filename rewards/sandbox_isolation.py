@@ -300,7 +300,6 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
     """In the forked child, still privileged: mounts, working directory, limits, privileges."""
     import ctypes
     import os
-    import platform  # noqa: F401  (imported while the interpreter's files are reachable)
     import resource
     import signal
 
@@ -464,7 +463,6 @@ def _boot_mount(libc, config: dict, new_pid_namespace: bool) -> list[str]:
     tree, home directories, ``/etc``, ``/run`` and every socket file outside it are gone."""
     import ctypes
     import os
-    import platform
     import sys
 
     ms_rdonly, ms_nosuid, ms_nodev, ms_noexec = 1, 2, 4, 8
@@ -473,7 +471,7 @@ def _boot_mount(libc, config: dict, new_pid_namespace: bool) -> list[str]:
     parent_ns = config["parent_mount_ns"]
     if not parent_ns or os.readlink("/proc/self/ns/mnt") == parent_ns:
         return []  # never remount anything unless provably in a namespace of our own
-    pivot_root = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
+    pivot_root = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine)
     if pivot_root is None or libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0:
         return []
 
@@ -540,15 +538,15 @@ def _boot_seccomp(libc) -> list[str]:
     with ``EACCES``, so no socket file anywhere can be connected to, in any mode), no io_uring
     (it could create them), and no other system call ABI (32-bit, x32) to get around it."""
     import ctypes
-    import platform
+    import os
 
     table = {  # machine: (audit arch, socket, socketpair, io_uring_setup)
         "x86_64": (0xC000003E, 41, 53, 425),
         "aarch64": (0xC00000B7, 198, 199, 425),
     }
-    if platform.machine() not in table:
+    if os.uname().machine not in table:
         return []
-    arch, socket, socketpair, io_uring = table[platform.machine()]
+    arch, socket, socketpair, io_uring = table[os.uname().machine]
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     allow, kill, refuse = 0x7FFF0000, 0x80000000, 0x00050000 | 13  # EACCES
     program = [
@@ -584,6 +582,8 @@ def _boot_seccomp(libc) -> list[str]:
     prog = Program(len(program), filters)
     pr_set_seccomp, seccomp_mode_filter = 22, 2
     if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(prog), 0, 0) != 0:
+        if ctypes.get_errno() == 22:  # EINVAL: a kernel without seccomp filters; say so
+            return []
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
     return ["seccomp-no-unix-sockets"]
 
