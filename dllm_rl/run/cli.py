@@ -216,8 +216,19 @@ def _check_keys(schema: type, data: Any, prefix: str, root: type) -> Any:
         elif isinstance(value, _Raw):
             out[key] = str(value) if _wants_str(hint_type) else value.parsed()
         else:
-            out[key] = value
+            out[key] = _plain(value)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Command-line values nested in free-form fields (``data.options.size=64``) parsed."""
+    if isinstance(value, _Raw):
+        return value.parsed()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _leaf_paths(value: Any, prefix: str = "") -> list[str]:

@@ -139,3 +139,11 @@ def test_scheduler_names_are_transformers_names():
     from transformers.trainer_utils import SchedulerType
 
     assert set(LR_SCHEDULERS) <= {s.value for s in SchedulerType}
+
+
+def test_free_form_sections_get_typed_command_line_values():
+    config = build_config(
+        GRPOConfig, parse_overrides(["data.options.size=64", "data.options.digits=3"])[1]
+    )
+    assert config.data.options == {"size": 64, "digits": 3}
+    assert type(config.data.options["size"]) is int
