@@ -5,26 +5,38 @@ A checkpoint is a folder ``checkpoints/step-000010/``::
     model/              save_pretrained: the full model and tokenizer, or the LoRA adapter only
     optimizer.pt        optimizer state
     scheduler.pt        learning-rate scheduler state
-    rng.pt              torch CPU (and CUDA) RNG states and every trainer generator's state
-    trainer_state.json  step, data position, and whatever else the trainer needs to continue
+    rng.pt              per process: torch CPU and CUDA, python and numpy RNG states, and the state
+                        of every generator a trainer registered
+    trainer_state.json  step, data position, skipped updates, and whatever else the trainer needs
+    metrics.jsonl       the run's metric rows up to this step (the history plots are drawn from)
 
-It is written into ``checkpoints/.tmp-step-000010`` and renamed into place, then the one-line file
-``checkpoints/latest`` is replaced atomically, so a process killed while saving leaves the previous
-checkpoint intact and ``latest`` pointing at it.
+It is written into ``checkpoints/.tmp-step-000010``, flushed to disk and renamed into place; then
+the one-line file ``checkpoints/latest`` is replaced atomically. A process killed at any point while
+saving leaves the previous checkpoint intact and ``latest`` pointing at it; the half-written
+``.tmp-*`` folder is removed by the next save.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+logger = logging.getLogger(__name__)
+
 LATEST = "latest"
+PAUSE_ENV = "DLLM_RL_TEST_PAUSE_IN_SAVE"
+"""Test hook: ``STEP:SECONDS`` sleeps inside the save of that step, after the model files are
+written into the temporary folder (so a test can kill the process mid-save)."""
 
 
 @dataclass
@@ -85,21 +97,101 @@ def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- random states
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch_cpu": torch.random.get_rng_state()}
-    if torch.cuda.is_available():
+    """This process's random states: torch CPU/CUDA, python, numpy (when imported), generators."""
+    state: dict[str, Any] = {"torch_cpu": torch.random.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    if "numpy" in sys.modules:
+        state["numpy"] = sys.modules["numpy"].random.get_state()
     state["generators"] = {name: g.get_state() for name, g in generators.items()}
     return state
 
 
 def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    """Inverse of :func:`rng_state` (``state`` of one process)."""
     torch.random.set_rng_state(state["torch_cpu"])
     if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
+        cuda = state["torch_cuda"]
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "numpy" in state:
+        import numpy
+
+        numpy.random.set_state(state["numpy"])
+    saved = state.get("generators", {})
     for name, g in generators.items():
-        if name in state["generators"]:
-            g.set_state(state["generators"][name])
+        if name in saved:
+            g.set_state(saved[name])
+        else:
+            logger.warning("checkpoint has no state for generator %r: it starts afresh", name)
+
+
+def rank_rng(saved: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Process ``rank``'s states from a loaded ``rng.pt`` (one per process, or the old layout)."""
+    if "ranks" not in saved:
+        return saved
+    ranks = saved["ranks"]
+    if rank >= len(ranks):
+        logger.warning(
+            "the checkpoint holds random states of %d processes; process %d takes rank 0's",
+            len(ranks),
+            rank,
+        )
+        rank = 0
+    return ranks[rank]
+
+
+# ----------------------------------------------------------------------------- writing
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            _fsync(Path(dirpath) / name)
+        _fsync(Path(dirpath))
+
+
+def _pause_for_tests(step: int) -> None:
+    value = os.environ.get(PAUSE_ENV)
+    if not value:
+        return
+    at, _, seconds = value.partition(":")
+    if int(at) == step:
+        print(f"{PAUSE_ENV}: pausing inside the save of step {step}", file=sys.stderr, flush=True)
+        time.sleep(float(seconds or 60))
+
+
+def clean_stale(root: Path) -> list[Path]:
+    """Remove half-written ``.tmp-*`` / ``.old-*`` folders left by a killed save."""
+    removed = []
+    for p in root.iterdir() if root.is_dir() else []:
+        if p.name.startswith((".tmp-", ".old-")):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        logger.info("removed %d stale folder(s) of an interrupted save", len(removed))
+    return removed
+
+
+def _copy_metrics(source: Path, dest: Path, step: int) -> None:
+    from dllm_rl.run.metrics import rows_up_to
+
+    lines = rows_up_to(source, step)
+    dest.write_text("".join(line + "\n" for line in lines))
 
 
 def save_checkpoint(
@@ -112,27 +204,39 @@ def save_checkpoint(
     generators: dict[str, torch.Generator] | None = None,
     tokenizer: Any | None = None,
     save_total_limit: int | None = None,
+    rng: dict[str, Any] | None = None,
+    metrics_file: Path | None = None,
 ) -> Path:
     """Write a checkpoint for ``state.step`` under ``root`` (the run's ``checkpoints/``).
+
+    Args:
+        rng: the random states to store (``{"ranks": [...]}`` from every process); default: this
+            process's (:func:`rng_state` of ``generators``).
+        metrics_file: the run's ``metrics.jsonl``; its rows up to ``state.step`` are copied in.
 
     Returns:
         The checkpoint folder.
     """
     root.mkdir(parents=True, exist_ok=True)
+    clean_stale(root)
     name = checkpoint_name(state.step)
-    final, tmp = root / name, root / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    final, tmp, old = root / name, root / f".tmp-{name}", root / f".old-{name}"
     save_model(model, tmp / "model", tokenizer)
+    _pause_for_tests(state.step)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(generators or {}), tmp / "rng.pt")
+    torch.save(rng if rng is not None else rng_state(generators or {}), tmp / "rng.pt")
+    if metrics_file is not None and metrics_file.is_file():
+        _copy_metrics(metrics_file, tmp / "metrics.jsonl", state.step)
     payload = {"step": state.step, "data_position": state.data_position, "extra": state.extra}
     (tmp / "trainer_state.json").write_text(json.dumps(payload, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
+    _fsync_tree(tmp)
+    if final.exists():  # the same step saved again (a resumed branch): swap, then drop the old
+        os.replace(final, old)
     os.replace(tmp, final)
+    _fsync(root)
     _write_latest(root, name)
+    shutil.rmtree(old, ignore_errors=True)
     if save_total_limit:
         prune_checkpoints(root, save_total_limit)
     return final
@@ -140,8 +244,12 @@ def save_checkpoint(
 
 def _write_latest(root: Path, name: str) -> None:
     tmp = root / f".{LATEST}.tmp"
-    tmp.write_text(name + "\n")
+    with open(tmp, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, root / LATEST)
+    _fsync(root)
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -151,11 +259,19 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
-def prune_checkpoints(root: Path, keep: int) -> None:
+def prune_checkpoints(root: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (never the one ``latest`` names)."""
+    pointer = root / LATEST
+    latest = pointer.read_text().strip() if pointer.is_file() else None
+    removed = []
     for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old)
+        if old.name != latest:
+            shutil.rmtree(old)
+            removed.append(old)
+    return removed
 
 
+# ----------------------------------------------------------------------------- reading
 def resolve_checkpoint(resume_from: str, checkpoints: Path) -> Path:
     """``latest`` -> the folder ``checkpoints/latest`` names; a path -> that folder.
 
@@ -177,18 +293,34 @@ def resolve_checkpoint(resume_from: str, checkpoints: Path) -> Path:
     return path
 
 
+def load_rng(path: Path, rank: int = 0) -> dict[str, Any]:
+    """Process ``rank``'s random states saved in checkpoint ``path``."""
+    return rank_rng(torch.load(path / "rng.pt", weights_only=False), rank)
+
+
 def load_checkpoint(
     path: Path,
     *,
-    model: torch.nn.Module,
+    model: torch.nn.Module | None,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     generators: dict[str, torch.Generator] | None = None,
+    restore_random: bool = True,
+    rank: int = 0,
 ) -> TrainerState:
-    """Restore everything :func:`save_checkpoint` wrote; returns the trainer state."""
-    load_model_weights(model, path / "model")
+    """Restore everything :func:`save_checkpoint` wrote; returns the trainer state.
+
+    Args:
+        model: None leaves the weights for a later :func:`load_model_weights`.
+        restore_random: also set the random states now (a trainer loop that restores them just
+            before its first step passes False and calls :func:`load_rng` then).
+        rank: whose random states to restore.
+    """
+    if model is not None:
+        load_model_weights(model, path / "model")
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    restore_rng(torch.load(path / "rng.pt", weights_only=False), generators or {})
+    if restore_random:
+        restore_rng(load_rng(path, rank), generators or {})
     payload = json.loads((path / "trainer_state.json").read_text())
     return TrainerState(payload["step"], payload["data_position"], payload.get("extra", {}))

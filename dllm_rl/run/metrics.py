@@ -131,3 +131,42 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a ``metrics.jsonl`` file."""
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def rows_up_to(path: str | Path, step: int) -> list[str]:
+    """The JSON lines of ``path`` whose ``step`` is at most ``step`` (unreadable lines, such as
+    the half-written last line of a killed process, are left out)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    kept = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s: dropped an unreadable line (%.60s...)", path.name, line)
+                continue
+            if isinstance(row, dict) and row.get("step", 0) <= step:
+                kept.append(line)
+    return kept
+
+
+def truncate_after(path: str | Path, step: int) -> int:
+    """Drop the rows of ``path`` logged after ``step`` (by a run that died after its last
+    checkpoint), rewriting the file atomically; returns how many lines went."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path) as f:
+        before = sum(1 for line in f if line.strip())
+    kept = rows_up_to(path, step)
+    if len(kept) == before:
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    return before - len(kept)

@@ -4,12 +4,27 @@ metrics, checkpoints), the seeded data order, and the cross-process sums.
 Gradients are summed across processes by hand (one all-reduce per parameter before the optimizer
 step), not averaged by DDP: every trainer weighs its losses with the global normaliser, so the sum
 is the gradient of the whole step's loss whatever the split into micro-batches and processes.
+
+Robustness lives here too, so every trainer gets it by using the loop:
+
+* **exact resume**: a checkpoint holds weights, optimizer, schedule, every process's random states
+  and registered generators, the data position, the skipped-update counters and the metric
+  history; the random states are restored just before the first resumed step, and the run
+  directory's ``metrics.jsonl``/``samples.jsonl`` lose the rows logged after the checkpoint.
+* **preemption**: SIGTERM (or a first SIGINT) lets the current step finish, then the loop writes a
+  checkpoint and raises :class:`Preempted` (``train.py`` exits with :data:`EXIT_PREEMPTED`).
+* **non-finite guard**: a non-finite loss or gradient norm skips the update; more than
+  ``run.max_bad_steps`` such steps in a row raise :class:`Diverged` after a checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import shlex
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +37,15 @@ from dllm_rl.run.build import build_optimizer, derive_seed, load_policy, make_ac
 from dllm_rl.run.checkpoint import (
     TrainerState,
     load_checkpoint,
+    load_model_weights,
+    load_rng,
     resolve_checkpoint,
+    restore_rng,
+    rng_state,
     save_checkpoint,
 )
 from dllm_rl.run.cli import to_dict
-from dllm_rl.run.metrics import MetricsLogger
+from dllm_rl.run.metrics import MetricsLogger, truncate_after
 from dllm_rl.run.rundir import RunDir, agree_on_output_dir, create_run_dir
 
 logger = logging.getLogger(__name__)
@@ -90,6 +109,92 @@ def _gather_padded(session: Session, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([every[r * width : r * width + int(c)] for r, c in enumerate(counts)])
 
 
+# ----------------------------------------------------------------------------- stopping a run
+EXIT_PREEMPTED = 75
+"""Exit status after a signal-triggered checkpoint (``EX_TEMPFAIL``: run the same command with
+``resume_from=latest`` to continue)."""
+EXIT_DIVERGED = 3
+"""Exit status after too many non-finite steps in a row."""
+
+
+class RunStopped(RuntimeError):
+    """The loop stopped before ``max_steps`` on purpose; ``str()`` says why and what to do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.step, self.checkpoint = step, checkpoint
+
+
+class Preempted(RunStopped):
+    """SIGTERM/SIGINT: the last step finished, a checkpoint was written."""
+
+    exit_code = EXIT_PREEMPTED
+
+
+class Diverged(RunStopped):
+    """More than ``run.max_bad_steps`` steps in a row skipped their update."""
+
+    exit_code = EXIT_DIVERGED
+
+
+class StopSignals:
+    """Within the block, SIGTERM and a first SIGINT only set :attr:`received` (a second SIGINT
+    interrupts at once, as usual). Off the main thread it installs nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = name
+        logger.warning(
+            "%s received: the current step finishes, then a checkpoint is written and the run "
+            "stops%s",
+            name,
+            " (Ctrl-C again to abort without a checkpoint)" if signum == signal.SIGINT else "",
+        )
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def check_launch(env: dict[str, str] | None = None) -> None:
+    """Refuse launch modes the trainers do not implement, before anything loads.
+
+    The loop sums gradients by hand and never wraps the model (no ``accelerator.prepare``), so a
+    DeepSpeed or FSDP launch would silently train an unsharded, unscaled model.
+
+    Raises:
+        RuntimeError: a DeepSpeed or FSDP accelerate config, with what to use instead.
+    """
+    env = os.environ if env is None else env
+    for var, name in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP")):
+        if env.get(var, "").lower() in ("1", "true", "yes"):
+            raise RuntimeError(
+                f"launched with a {name} accelerate config ({var}=true), which the dllm-rl "
+                "trainers do not support yet: their loop sums gradients across processes itself "
+                "and does not hand the model to accelerate.prepare, so ZeRO/FSDP sharding, "
+                "its loss scaling and its checkpoints would not apply. Use "
+                "scripts/accelerate/multi_gpu.yaml (or multi_node.yaml), with model.lora.enabled="
+                "true and model.gradient_checkpointing=true for 7-8B models."
+            )
+
+
 # ----------------------------------------------------------------------------- the session
 @dataclass
 class Session:
@@ -104,6 +209,14 @@ class Session:
     metrics: MetricsLogger | None = None
     state: TrainerState = field(default_factory=TrainerState)
     skipped_updates: int = 0
+    bad_steps_in_a_row: int = 0
+    last_good_step: int = 0
+    recipe: str = ""
+    argv: list[str] = field(default_factory=list)
+    resumed_from: Path | None = None
+    extra_generators: dict[str, torch.Generator] = field(default_factory=dict)
+    _bad_loss: bool = False
+    _weights_loaded: bool = False
 
     @property
     def rank(self) -> int:
@@ -125,38 +238,102 @@ class Session:
         return [p for p in self.policy.model.parameters() if p.requires_grad]
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Accumulate ``d loss`` (already weighted by the global normaliser) into ``.grad``."""
+        """Accumulate ``d loss`` (already weighted by the global normaliser) into ``.grad``.
+
+        A non-finite loss is not back-propagated; the next :meth:`optimizer_step` skips its
+        update on every process.
+        """
+        if not bool(torch.isfinite(loss.detach()).all()):
+            if not self._bad_loss:
+                logger.warning("step %d: non-finite loss (%s)", self.state.step + 1, float(loss))
+            self._bad_loss = True
+            return
         loss.backward()
 
     def optimizer_step(self) -> float:
         """Sum gradients across processes, clip, step; returns the pre-clip gradient norm.
 
-        A non-finite gradient norm skips the update (counted in ``skipped_updates``).
+        A non-finite loss on any process (seen by :meth:`backward`) or a non-finite gradient norm
+        skips the update on every process (counted in ``skipped_updates``); the returned norm is
+        then NaN for a bad loss.
         """
         params = self.trainable()
+        bad = self._bad_loss
+        self._bad_loss = False
         if self.world_size > 1:
             import torch.distributed as dist
 
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        max_norm = self.config.training.max_grad_norm
-        norm = torch.nn.utils.clip_grad_norm_(params, math.inf if max_norm is None else max_norm)
-        if torch.isfinite(norm):
+            flag = torch.tensor([float(bad)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+            bad = bool(flag.item() > 0)
+            if not bad:
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        if bad:
+            norm = math.nan
+        else:
+            max_norm = self.config.training.max_grad_norm
+            limit = math.inf if max_norm is None else max_norm
+            norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        if math.isfinite(norm):
             self.optimizer.step()
         else:
             self.skipped_updates += 1
-            logger.warning("non-finite gradient norm (%s): update skipped", float(norm))
+            logger.warning(
+                "step %d: %s: update skipped (%d skipped so far)",
+                self.state.step + 1,
+                "non-finite loss" if bad else f"non-finite gradient norm ({norm})",
+                self.skipped_updates,
+            )
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm
+
+    # ------------------------------------------------------------------ generators
+    def register_generator(self, name: str, gen: torch.Generator) -> torch.Generator:
+        """Save ``gen``'s state in every checkpoint and restore it on resume (before the first
+        resumed step). Trainers whose generators are all derived from ``derive_seed(seed, tag,
+        step, ...)`` need none."""
+        self.extra_generators[name] = gen
+        return gen
 
     def generators(self) -> dict[str, torch.Generator]:
-        return {}
+        return dict(self.extra_generators)
+
+    def restore_random_states(self) -> None:
+        """Set this process's random states from the checkpoint the run resumed from."""
+        if self.resumed_from is not None:
+            restore_rng(load_rng(self.resumed_from, self.rank), self.generators())
+
+    def finish_resume(self) -> None:
+        """Load the checkpoint's weights into the policy and restore the random states (the
+        loop calls this just before its first step; once per run)."""
+        if self.resumed_from is None:
+            return
+        if not self._weights_loaded:
+            load_model_weights(self.policy.model, self.resumed_from / "model")
+            self._weights_loaded = True
+        self.restore_random_states()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _every_rng(self) -> dict[str, Any]:
+        mine = rng_state(self.generators())
+        if self.world_size == 1:
+            return {"ranks": [mine]}
+        from accelerate.utils import gather_object
+
+        return {"ranks": list(gather_object([mine]))}
 
     def save(self) -> Path | None:
         """A checkpoint of the current state (main process writes; all wait)."""
+        self.state.extra.update(
+            skipped_updates=self.skipped_updates,
+            bad_steps_in_a_row=self.bad_steps_in_a_row,
+            last_good_step=self.last_good_step,
+        )
+        rng = self._every_rng()  # collective: every process takes part
         path = None
         if self.is_main:
             path = save_checkpoint(
@@ -165,13 +342,41 @@ class Session:
                 model=self.policy.model,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
-                generators=self.generators(),
                 tokenizer=self.policy.tokenizer,
                 save_total_limit=self.config.run.save_total_limit,
+                rng=rng,
+                metrics_file=self.run.metrics,
             )
             logger.info("checkpoint: %s", path)
         self.accelerator.wait_for_everyone()
         return path
+
+    def resume_command(self) -> str:
+        """The command that continues this run from its latest checkpoint."""
+        drop = ("resume_from=", "run.resume_from=", "output_dir=", "run.output_dir=")
+        args = [a for a in self.argv if not a.startswith(drop)]
+        if not any(a.startswith("recipe=") for a in args) and self.recipe:
+            args.insert(0, f"recipe={self.recipe}")
+        launcher = (
+            ["python", "-m", "dllm_rl.train"]
+            if self.world_size == 1
+            else ["accelerate", "launch", "<same launch options>", "dllm_rl/train.py"]
+        )
+        rest = ["resume_from=latest", f"output_dir={self.run.root}"]
+        return shlex.join([*launcher, *args, *rest]).replace("'<same launch options>'", "...")
+
+
+def _restore_run_files(session: Session, path: Path) -> None:
+    """Drop rows logged after the checkpoint; bring the checkpoint's metric history into a new
+    run directory (main process)."""
+    step = session.state.step
+    metrics = session.run.metrics
+    if not metrics.is_file() and (path / "metrics.jsonl").is_file():
+        metrics.write_text((path / "metrics.jsonl").read_text())
+    for f in (metrics, session.run.samples):
+        dropped = truncate_after(f, step)
+        if dropped:
+            logger.info("%s: dropped %d row(s) logged after step %d", f.name, dropped, step)
 
 
 def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: int = 1) -> Session:
@@ -183,13 +388,27 @@ def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: i
         argv: the command line (written to ``command.txt``).
         updates_per_step: optimizer steps per training step (the schedule's length is
             ``max_steps * updates_per_step``).
+
+    Raises:
+        RuntimeError: a launch mode the loop does not support (:func:`check_launch`).
+        FileNotFoundError: ``resume_from`` names no checkpoint.
     """
+    check_launch()
     run = config.run
     accelerator = make_accelerator(run.device)
+    if getattr(accelerator, "mixed_precision", "no") != "no":
+        logger.warning(
+            "accelerate mixed_precision=%s is ignored: the parameters' dtype is model.dtype "
+            "(auto: bfloat16 on GPU/NPU)",
+            accelerator.mixed_precision,
+        )
     torch.manual_seed(derive_seed(run.seed, "init") % (2**31))  # LoRA init; same on every rank
     root = agree_on_output_dir(run.output_dir, recipe, accelerator)
     run.output_dir = root
     rundir = RunDir(Path(root))
+    resume = None
+    if run.resume_from:  # resolved before anything loads, so a wrong path fails at once
+        resume = resolve_checkpoint(run.resume_from, rundir.checkpoints)
     if accelerator.is_main_process:
         rundir = create_run_dir(root, config, argv, accelerator.num_processes)
     accelerator.wait_for_everyone()
@@ -203,13 +422,30 @@ def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: i
     optimizer, scheduler = build_optimizer(
         policy.model, config.training, run.max_steps * updates_per_step
     )
-    session = Session(accelerator, policy, optimizer, scheduler, rundir, config)
-    if run.resume_from:
-        path = resolve_checkpoint(run.resume_from, rundir.checkpoints)
+    session = Session(
+        accelerator, policy, optimizer, scheduler, rundir, config, recipe=recipe, argv=list(argv)
+    )
+    if resume is not None:
+        # The weights land when the loop starts (Session.finish_resume): a frozen reference the
+        # trainer copies from the policy in between must be the initial model, as in the run
+        # that was interrupted, not the checkpoint's weights.
         session.state = load_checkpoint(
-            path, model=policy.model, optimizer=optimizer, scheduler=scheduler
+            resume,
+            model=None,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            restore_random=False,
         )
-        logger.info("resumed from %s at step %d", path, session.state.step)
+        extra = session.state.extra
+        session.skipped_updates = int(extra.get("skipped_updates", 0))
+        session.bad_steps_in_a_row = int(extra.get("bad_steps_in_a_row", 0))
+        session.last_good_step = int(extra.get("last_good_step", session.state.step))
+        session.resumed_from = resume
+        session.restore_random_states()  # and again with the weights in finish_resume
+        if accelerator.is_main_process:
+            _restore_run_files(session, resume)
+        accelerator.wait_for_everyone()
+        logger.info("resumed from %s at step %d", resume, session.state.step)
     session.metrics = MetricsLogger(
         rundir.root,
         run.max_steps,
@@ -225,7 +461,13 @@ def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: i
 # ----------------------------------------------------------------------------- the loop
 class TrainLoop:
     """Steps ``state.step + 1 .. max_steps`` with the next rows of the data order each, saving
-    every ``save_steps`` and at the end."""
+    every ``save_steps`` and at the end.
+
+    Between steps it also: counts steps whose update was skipped (and raises :class:`Diverged`
+    after more than ``run.max_bad_steps`` in a row, with a checkpoint), and on SIGTERM/SIGINT
+    writes a checkpoint and raises :class:`Preempted`. On resume the random states are restored
+    just before the first step, so whatever the trainer drew while building does not matter.
+    """
 
     def __init__(self, session: Session, num_rows: int, rows_per_step: int) -> None:
         self.session = session
@@ -235,12 +477,65 @@ class TrainLoop:
 
     def __iter__(self) -> Iterator[tuple[int, list[int]]]:
         s, run = self.session, self.session.config.run
-        for step in range(s.state.step + 1, run.max_steps + 1):
-            yield step, self.order.take(self.rows_per_step)
-            s.state.step, s.state.data_position = step, self.order.position
-            if run.save_steps and step % run.save_steps == 0:
-                s.save()
-                self._saved_at = step
+        s.finish_resume()
+        with StopSignals() as signals:
+            for step in range(s.state.step + 1, run.max_steps + 1):
+                skipped = s.skipped_updates
+                yield step, self.order.take(self.rows_per_step)
+                s.state.step, s.state.data_position = step, self.order.position
+                self._count_bad(step, s.skipped_updates > skipped)
+                stop = self._agree(signals.received is not None) and step < run.max_steps
+                if (run.save_steps and step % run.save_steps == 0) or stop:
+                    s.save()
+                    self._saved_at = step
+                if stop:
+                    self._stop_preempted(step, signals.received or "a signal on another process")
+
+    def _agree(self, flag: bool) -> bool:
+        """True when any process saw a stop signal (every process then stops at this step)."""
+        if self.session.world_size == 1:
+            return flag
+        return bool(all_reduce_sum(self.session, torch.tensor([float(flag)])).item() > 0)
+
+    def _count_bad(self, step: int, bad: bool) -> None:
+        s, limit = self.session, self.session.config.run.max_bad_steps
+        if not bad:
+            s.bad_steps_in_a_row, s.last_good_step = 0, step
+            return
+        s.bad_steps_in_a_row += 1
+        if limit is None or s.bad_steps_in_a_row <= limit:
+            return
+        finite = all(bool(torch.isfinite(p).all()) for p in s.trainable())
+        path = s.save() if finite else None
+        self._saved_at = step if finite else self._saved_at
+        s.metrics.close()
+        where = (
+            f"checkpoint {path} holds the weights of the last applied update (step "
+            f"{s.last_good_step})"
+            if finite
+            else "the weights are not finite, so no checkpoint was written; the latest one in "
+            f"{s.run.checkpoints} is the last good state"
+        )
+        raise Diverged(
+            f"step {step}: {s.bad_steps_in_a_row} steps in a row (more than run.max_bad_steps="
+            f"{limit}) had a non-finite loss or gradient norm, so their updates were skipped; "
+            f"{where}. Likely causes: a learning rate too high (training.lr), no gradient "
+            "clipping (training.max_grad_norm), float16 overflow (use bfloat16 or float32), a "
+            "reward returning inf/nan, or a degenerate batch (empty responses, every token "
+            "masked). Fix the cause, then continue with: " + s.resume_command(),
+            step,
+            path,
+        )
+
+    def _stop_preempted(self, step: int, signame: str) -> None:
+        s = self.session
+        s.metrics.close()
+        raise Preempted(
+            f"{signame}: stopped after step {step} of {s.config.run.max_steps} with a checkpoint "
+            f"in {s.run.checkpoints}; continue with: {s.resume_command()}",
+            step,
+            s.run.checkpoints / "latest",
+        )
 
     def log(self, step: int, metrics: dict[str, Any], samples: list[dict] | None = None) -> None:
         s = self.session
