@@ -178,9 +178,10 @@ def build_program(
     code_prefix: str | None = None,
     entry_point: str | None = None,
 ) -> str:
-    """The servant program: runs the candidate's code, then answers the judge's requests."""
+    """The servant program: runs the candidate's code, then answers the judge's requests (it
+    calls :func:`rewards.sandbox_remote.servant_source`, the preamble it runs behind)."""
     data = {"code": assemble_candidate(code, code_prefix, entry_point), "setup": test_setup or ""}
-    return f"{servant_source()}\n\n_servant_main({data!r})\n"
+    return f"_servant_main({data!r})\n"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -196,7 +197,8 @@ def build_judge(
     budget_s: float = 10.0,
 ) -> str:
     """The judge program: runs the trusted ``code_prefix`` (when it is a complete program),
-    ``test_setup`` and ``tests`` against proxies of the candidate's names, and reports."""
+    ``test_setup`` and ``tests`` against proxies of the candidate's names, and reports (behind
+    :func:`rewards.sandbox_remote.judge_source`)."""
     data = {
         "prefix": code_prefix if code_prefix and _parses(code_prefix) else "",
         "setup": test_setup or "",
@@ -205,7 +207,7 @@ def build_judge(
         "budget_s": float(budget_s),
         "free_names": _free_names((test_setup or "", *tests)),
     }
-    return f"{judge_source()}\n\n_judge_main({data!r})\n"
+    return f"_judge_main({data!r})\n"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,7 +292,13 @@ def grade_code(
 
     def run(pair: tuple[str, str]) -> tuple[SandboxResult, SandboxResult]:
         # The sandboxes outlive the judge's budget, so that it always reports in time.
-        return run_linked(*pair, timeout_s=timeout_s + 2.0, memory_mb=memory_mb)
+        return run_linked(
+            *pair,
+            timeout_s=timeout_s + 2.0,
+            memory_mb=memory_mb,
+            program_preamble=servant_source(),
+            judge_preamble=judge_source(),
+        )
 
     workers = min(len(programs), max_concurrency or max_concurrency_default())
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="code-reward") as pool:

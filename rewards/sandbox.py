@@ -71,8 +71,9 @@ from dataclasses import dataclass
 
 from . import sandbox_cgroup
 from .sandbox_isolation import (
+    BOOT_STUB,
     WORKDIR_PREFIX,
-    boot_source,
+    boot_code,
     kill_all_of_uid,
     lease_uid,
     owner_tag,
@@ -236,6 +237,7 @@ def _config(
         "cgroup": _mode(None, "DLLM_RL_SANDBOX_CGROUP"),
         "parent_mount_ns": _mount_namespace(),
         "link_fds": (),
+        "preamble": None,
     }
 
 
@@ -245,6 +247,8 @@ def run_linked(
     *,
     timeout_s: float = 10.0,
     max_output_bytes: int = 64 * 1024,
+    program_preamble: str = "",
+    judge_preamble: str = "",
     **limits,
 ) -> tuple[SandboxResult, SandboxResult]:
     """Run two programs, each in a sandbox of its own, joined by a pair of pipes only.
@@ -260,6 +264,9 @@ def run_linked(
         judge: the trusted program's source.
         timeout_s: the budget of each; the judge should end before it on its own.
         max_output_bytes: cap on each captured stream.
+        program_preamble: source run before ``program`` in its namespace, compiled once in this
+            process (a library the program calls: compiling it in every sandbox is slow).
+        judge_preamble: likewise for ``judge``.
         **limits: other keyword arguments of :func:`run_program`, for both.
 
     Returns:
@@ -283,6 +290,8 @@ def run_linked(
     values = [limits.get(n, d) for n, d in zip(names, defaults)]
     program_config = _config(program, timeout_s, *values)
     judge_config = _config(judge, timeout_s, *values)
+    program_config["preamble"] = _compiled(program_preamble) if program_preamble else None
+    judge_config["preamble"] = _compiled(judge_preamble) if judge_preamble else None
     to_program, from_judge = os.pipe()
     to_judge, from_program = os.pipe()
     program_config["link_fds"] = (to_program, from_program)
@@ -365,6 +374,11 @@ def max_concurrency_default() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(source: str):
+    return compile(source, "<sandbox-preamble>", "exec")
 
 
 def _mount_namespace() -> str:
@@ -473,7 +487,7 @@ def _spawn_and_collect(
     }
     try:
         proc = subprocess.Popen(
-            [sys.executable, *flags, "-c", boot_source()],
+            [sys.executable, *flags, "-c", BOOT_STUB],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -496,7 +510,7 @@ def _spawn_and_collect(
         open(reports_read, "rb", buffering=0) as reports,
     ):
         try:
-            proc.stdin.write(marshal.dumps(config))
+            proc.stdin.write(marshal.dumps((boot_code(), config)))
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it died before reading its configuration; reported below as "did not start"

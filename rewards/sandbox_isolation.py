@@ -192,18 +192,17 @@ def _uid_pool() -> int | None:
 # ------------------------------------------------------------------------------------------------
 # Child side. These functions run inside the sandbox process, started as
 # `python -I -S -c <their source> `, and must use only the standard library, imported inside them.
-# The configuration arrives on stdin (marshal), before stdin is swapped for /dev/null.
+# They arrive compiled, with the configuration, on stdin (marshal: see BOOT_STUB), before stdin is
+# swapped for /dev/null.
 
 
 def _boot_main() -> None:
     """Read the configuration, isolate, fork the program and supervise it."""
     import ctypes
-    import marshal
     import os
     import signal
-    import sys
 
-    config = marshal.loads(sys.stdin.buffer.read())
+    config = globals().pop("__sandbox_config__")
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -621,9 +620,12 @@ def _boot_run(source: str, send, config: dict) -> None:
         "__sandbox_report__": report,
         "__sandbox_link__": tuple(config["link_fds"]),
     }
+    preamble = config["preamble"]
     del send, config
     status = 0
     try:
+        if preamble is not None:  # compiled by the parent (code the program builds on)
+            exec(preamble, namespace)
         exec(compile(source, "<sandbox>", "exec"), namespace)
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
@@ -722,6 +724,21 @@ _CHILD_FUNCTIONS = (
     _boot_run,
     _boot_supervise,
 )
+
+
+BOOT_STUB = (
+    "import marshal, sys\n"
+    "code, config = marshal.loads(sys.stdin.buffer.read())\n"
+    "exec(code, {'__name__': '__sandbox_boot__', '__sandbox_config__': config})\n"
+)
+"""The ``-c`` program of a sandbox: it runs the boot code and configuration sent on stdin."""
+
+
+@functools.lru_cache(maxsize=1)
+def boot_code():
+    """:func:`boot_source`, compiled once per process (compiling it costs more than the rest of a
+    sandbox's start-up)."""
+    return compile(boot_source(), "<sandbox-boot>", "exec")
 
 
 @functools.lru_cache(maxsize=1)
