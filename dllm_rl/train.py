@@ -122,6 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.run.print_config:
         print(to_yaml(config), end="")
         return 0
+    from dllm_rl.trainers.common import RunStopped, check_launch
+
+    try:
+        check_launch()  # a DeepSpeed/FSDP accelerate config: refused before anything loads
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
         lines = algo.check(config, world)
@@ -133,8 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in lines:
             print(f"  {line}")
         return 0
-    from dllm_rl.trainers.common import RunStopped
-
     try:
         algo.run(config, name, argv)
     except RunStopped as stopped:  # preempted or diverged: a checkpoint was written

@@ -288,6 +288,8 @@ def compute_rewards(
     """Call every reward on a batch and combine them.
 
     Synchronous rewards run one after another; ``async`` ones run concurrently with each other.
+    A reward that raises is logged (name and exception), its values are None for the batch and
+    ``metrics["rewards/<name>/errors"]`` counts them: a bad row never stops training.
 
     Args:
         specs: the rewards, from ``resolve_rewards``.
@@ -305,15 +307,38 @@ def compute_rewards(
     """
     n = len(completions)
     outputs: list[Any] = []
+    errors: dict[str, int] = {}
+
+    def failed(spec: RewardSpec, error: Exception) -> list[None]:
+        # A reward that raises costs its values for this batch (None), never the run.
+        logger.warning(
+            "reward %r raised %s: %s; its value is None for these %d completions",
+            spec.name,
+            type(error).__name__,
+            error,
+            n,
+        )
+        errors[spec.name] = n
+        return [None] * n
+
     for spec in specs:
-        outputs.append(
-            spec.fn(
+        try:
+            out = spec.fn(
                 prompts=prompts, completions=completions, completion_ids=completion_ids, **columns
             )
-        )
+        except Exception as error:  # any reward bug: counted and logged
+            out = failed(spec, error)
+        outputs.append(out)
+
+    async def guarded(i: int) -> Any:
+        try:
+            return await outputs[i]
+        except Exception as error:  # the same for an async reward
+            return failed(specs[i], error)
+
     pending = [i for i, out in enumerate(outputs) if inspect.isawaitable(out)]
     if pending:
-        for i, result in zip(pending, _run_coroutines([outputs[i] for i in pending])):
+        for i, result in zip(pending, _run_coroutines([guarded(i) for i in pending])):
             outputs[i] = result
 
     values = torch.empty(n, len(specs), dtype=torch.float32)  # [N, R]
@@ -344,6 +369,8 @@ def compute_rewards(
             column.std().item() if len(column) > 1 else 0.0 if len(column) else math.nan
         )
     metrics["reward"] = total.mean().item() if n else math.nan
+    for spec in specs:
+        metrics[f"rewards/{spec.name}/errors"] = float(errors.get(spec.name, 0))
     return RewardBatch(
         names=[s.name for s in specs],
         weights=[s.weight for s in specs],
