@@ -134,6 +134,8 @@ def _codec(handle_out, handle_in):
 
     def encode(value, depth=0):
         kind = type(value)
+        if kind is int and not -(2**63) <= value < 2**63:  # past JSON's digit limit: hex
+            return ["I", format(value, "x")]
         if kind in scalars:
             return value
         if depth > 100:
@@ -190,6 +192,8 @@ def _codec(handle_out, handle_in):
             return data if tag == "B" else bytearray(data)
         if tag == "X":
             return float(check(rest[0], str))
+        if tag == "I":
+            return int(check(rest[0], str), 16)
         if tag == "C":
             return complex(check(decode(rest[0]), int, float), check(decode(rest[1]), int, float))
         if tag == "R":

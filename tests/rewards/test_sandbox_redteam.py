@@ -121,6 +121,7 @@ def test_judge_supports_classes_callbacks_mutation_and_exceptions() -> None:
         "try:\n    fail(1)\n    assert False\nexcept ValueError:\n    pass",
         "assert mixed() == (1, 2.5, 'a', b'b', {1: [2]}, {3}, frozenset(), 1j, None, True)",
         "import math\nassert math.isclose(apply(float, [1])[0], 1.0)",
+        "assert apply(lambda n: 7**n, [6000])[0] == 7**6000",  # past the JSON digit limit
     ]
     setup = "root = Node(1)\nroot.left = Node(2)\n"
     (grade,) = grade_code([f"```python\n{code}```"], [tests], setup)
