@@ -245,7 +245,9 @@ class Session:
         """
         if not bool(torch.isfinite(loss.detach()).all()):
             if not self._bad_loss:
-                logger.warning("step %d: non-finite loss (%s)", self.state.step + 1, float(loss))
+                logger.warning(
+                    "step %d: non-finite loss (%s)", self.state.step + 1, float(loss.detach())
+                )
             self._bad_loss = True
             return
         loss.backward()
