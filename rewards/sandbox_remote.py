@@ -526,11 +526,13 @@ def _judge_main(data):
             if type(name) is not str or name not in wanted:
                 continue
             if type(node) is list and node[:1] == ["H"] and len(node) == 5 and node[4]:
-                try:  # a module the candidate imported: the judge's own copy, never the proxy
-                    __import__(str(node[4]))
-                    namespace[name] = sys.modules[str(node[4])]
-                except Exception:
-                    pass
+                module = str(node[4])  # a module the candidate imported: the judge's own copy
+                if module.split(".")[0] in sys.stdlib_module_names:  # never a proxy
+                    try:
+                        __import__(module)
+                        namespace[name] = sys.modules[module]
+                    except Exception:
+                        pass
                 continue
             namespace[name] = decode(node)
     except Exception:

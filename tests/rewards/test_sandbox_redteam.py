@@ -199,3 +199,16 @@ def test_degraded_modes_are_forced_by_environment_variables(monkeypatch) -> None
     assert result.error is None and result.stdout == "ok\n"
     assert not {"net", "pid", "mount"} & set(result.isolation)
     assert not any(layer.startswith("uid=") for layer in result.isolation)
+
+
+def test_modules_the_tests_take_from_the_candidate_are_the_judges_own() -> None:
+    code = (
+        "import math as m, sys, types\n"
+        "m.isclose = lambda *a, **k: True\n"  # patched in the candidate's interpreter only
+        "fake = types.ModuleType('fake_stdlib')\n"
+        "fake.__name__ = 'os'\n"
+        "def f(x):\n    return 3.0\n"
+    )
+    tests = ["assert m.isclose(f(4), 2.0)", "assert m.isclose(f(4), 3.0)"]
+    (grade,) = grade_code([f"```python\n{code}```"], [tests])
+    assert (grade.passed, grade.total) == (1, 2), grade
