@@ -308,5 +308,9 @@ def test_logits_to_keep_as_in_transformers():
     last = lm.model(input_ids=ids, logits_to_keep=3).logits
     torch.testing.assert_close(last, full.logits[:, -3:], atol=1e-5, rtol=1e-5)
     assert torch.equal(lm.model(input_ids=ids, logits_to_keep=0).logits, full.logits)
-    with pytest.raises(ValueError, match="1D"):
-        lm.model(input_ids=ids, logits_to_keep=rows[None])
+    per_row = torch.tensor([[0, 8], [5, 1]])  # [B, K]: our extension, different rows per row
+    kept = lm.model(input_ids=ids, logits_to_keep=per_row).logits
+    torch.testing.assert_close(kept[0], full.logits[0, [0, 8]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kept[1], full.logits[1, [5, 1]], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"\[B, K\]"):
+        lm.model(input_ids=ids, logits_to_keep=rows[None, None])
