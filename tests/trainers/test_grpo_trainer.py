@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -166,9 +168,11 @@ def test_a_tiny_model_learns(tmp_path):
         },
         training={"lr": 3e-3},
     )
+    start = time.perf_counter()
     trainer.train()
     rewards = [row["reward"] for row in read_metrics(tmp_path / "run" / "metrics.jsonl")]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    print(f"reward first 5 {first:.4f}, last 5 {last:.4f}, {time.perf_counter() - start:.1f} s")
     assert len(rewards) == 30
     assert last > first + 0.08, (first, last)
 
