@@ -15,7 +15,7 @@ the DOM with ``textContent`` only, never parsed as HTML. Samples render lazily w
 into view (or are opened), so 100 samples at L = 512 load in well under a second.
 
 The page's URL fragment sets the state: ``#sample=3&step=5`` opens sample 3 at step 5;
-``#selftest`` steps sample 0 through every step with its buttons and writes what was shown into
+``#open=all`` opens (builds) every sample; ``#selftest`` steps sample 0 through every step with its buttons and writes what was shown into
 ``<pre id="selftest">`` (what the headless-browser test reads).
 """
 
@@ -259,6 +259,7 @@ _PAGE = """<!DOCTYPE html>
 <span class="tok special">EOS</span> special token
 <span class="tok">⟨123⟩</span> id the tokenizer cannot decode
 <label><input type="checkbox" id="colour"> colour by commit probability</label>
+<button type="button" id="openall">open all</button> <button type="button" id="closeall">close all</button>
 <span class="scale"><span style="background:hsl(0,70%,80%)">p=0</span><span style="background:hsl(60,70%,80%)">0.5</span><span style="background:hsl(120,70%,80%)">1</span></span>
 </div>
 <div class="help">Keys on an open sample: ← / → step, Home / End. Heat map: x = position,
@@ -387,6 +388,9 @@ const hash=new URLSearchParams(location.hash.slice(1));
 const first=views[Math.min(views.length-1, +(hash.get("sample")||0))];
 first.root.open=true; first.build();
 if(hash.has("step")) first.go(+hash.get("step"));
+document.getElementById("openall").addEventListener("click",()=>views.forEach(v=>{v.root.open=true; v.build();}));
+document.getElementById("closeall").addEventListener("click",()=>views.forEach(v=>{v.root.open=false;}));
+if(hash.get("open")==="all") document.getElementById("openall").click();
 if(hash.has("selftest")){
   const v=views[0]; v.first.click(); const seen=[];
   const snap=()=>seen.push({step:v.step, shown:v.spans.map(t=>t.classList.contains("mask")?null:t.textContent),
