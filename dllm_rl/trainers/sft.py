@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,9 @@ class SFTTrainer:
     examples: Sequence[SFTExample]
     eval_examples: Sequence[SFTExample] = field(default_factory=list)
     truncated: int = 0
+    eval_hook: Callable[[int], dict[str, float]] | None = None
+    """Extra held-out metrics merged into every evaluation (``step -> {"eval/...": x}``), e.g.
+    the demo's greedy exact match through the rollout worker; None: the loss only."""
 
     @property
     def policy(self):
@@ -132,8 +135,15 @@ class SFTTrainer:
             "truncated_rows": self.truncated,
         }
 
-    @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
+        """Held-out loss (:meth:`eval_loss`) and the :attr:`eval_hook`'s metrics."""
+        out = self.eval_loss(step)
+        if self.eval_hook is not None:
+            out.update(self.eval_hook(step))
+        return out
+
+    @torch.no_grad()
+    def eval_loss(self, step: int) -> dict[str, float]:
         """Held-out loss on fixed draws (the same masks at every evaluation)."""
         s, c = self.session, self.config.sft
         rows = list(range(min(c.eval_rows, len(self.eval_examples))))
