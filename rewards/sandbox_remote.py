@@ -544,16 +544,20 @@ def _judge_main(data):
         except BaseException as exc:
             setup_error = type(exc).__name__
     passed = []
-    for test in data["tests"]:
-        ok = "0"
-        if not setup_error and not state["out_of_time"]:
-            try:
-                exec(compile(test, "test.py", "exec"), namespace)
-                ok = "1"
-            except BaseException:
-                pass
-        passed.append(ok)
-    signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        for test in data["tests"]:
+            ok = "0"
+            if not setup_error and not state["out_of_time"]:
+                try:
+                    exec(compile(test, "test.py", "exec"), namespace)
+                    ok = "1"
+                except BaseException:
+                    pass
+            passed.append(ok)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    except TimeoutError:  # the budget ran out between two tests
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    passed += ["0"] * (len(data["tests"]) - len(passed))
     report("".join(passed) + "\n" + candidate_error + "\n" + setup_error)
 
 

@@ -212,3 +212,12 @@ def test_modules_the_tests_take_from_the_candidate_are_the_judges_own() -> None:
     tests = ["assert m.isclose(f(4), 2.0)", "assert m.isclose(f(4), 3.0)"]
     (grade,) = grade_code([f"```python\n{code}```"], [tests])
     assert (grade.passed, grade.total) == (1, 2), grade
+
+
+def test_a_candidate_that_hangs_fails_the_tests_left_and_the_judge_still_reports() -> None:
+    code = "def f(x):\n    while x == 2:\n        pass\n    return x\n"
+    tests = ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3"]
+    start = time.monotonic()
+    (grade,) = grade_code([f"```python\n{code}```"], [tests], timeout_s=2.0)
+    assert grade.outcome == "graded" and grade.passed == 1 and grade.total == 3, grade
+    assert time.monotonic() - start < 2.0 + 6.0
