@@ -146,6 +146,8 @@ def test_resume_equals_uninterrupted(recipe, tmp_path, monkeypatch):
         (tmp_path / "resumed" / "checkpoints" / "step-000004" / "trainer_state.json").read_text()
     )
     assert state["step"] == 4 and "skipped_updates" in state["extra"]
+    samples = [read_metrics(tmp_path / d / "samples.jsonl") for d in ("straight", "resumed")]
+    assert [r["step"] for r in samples[0]] == [r["step"] for r in samples[1]]
     ckpt_rows = tmp_path / "resumed" / "checkpoints" / "step-000004" / "metrics.jsonl"
     assert len(read_metrics(ckpt_rows)) == len(resumed)  # the history travels with the checkpoint
 
@@ -175,3 +177,23 @@ def test_resume_into_a_new_directory_brings_the_history(tmp_path):
     assert run("cj_grpo_tiny", tmp_path / "b", f"resume_from={ckpt}", steps=3) == 0
     rows = [r for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "loss" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_gpu(tmp_path, monkeypatch):
+    """The same contract on CUDA (float32; kernels may differ in the last bits: 1e-5)."""
+    gpu = ["run.device=cuda", "model.lora.enabled=true", "model.lora.r=4"]
+    args = list(RECIPES["cj_grpo_tiny"])
+    base = ["recipe=cj_grpo_tiny", *args, *[c for c in COMMON if c != "run.device=cpu"], *gpu]
+    assert train.main([*base, "max_steps=4", f"output_dir={tmp_path / 'a'}"]) == 0
+    with monkeypatch.context() as m:
+        crash_after_logging(m, 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        code = train.main([*base, "max_steps=4", f"output_dir={tmp_path / 'b'}"])
+        assert code == common.EXIT_PREEMPTED
+    more = ["max_steps=4", f"output_dir={tmp_path / 'b'}", "resume_from=latest"]
+    assert train.main([*base, *more]) == 0
+    rng = torch.load(tmp_path / "b/checkpoints/step-000002/rng.pt", weights_only=False)
+    assert "torch_cuda" in rng["ranks"][0]
+    diff = max_weight_difference(final_weights(tmp_path / "a"), final_weights(tmp_path / "b"))
+    assert diff <= 1e-5

@@ -56,14 +56,28 @@ def inject_nonfinite_loss(monkeypatch, steps: set[int]) -> None:
     monkeypatch.setattr(common.Session, "backward", poisoned)
 
 
+def inject_nonfinite_gradient(monkeypatch, steps: set[int]) -> None:
+    """A finite loss whose gradient is inf on ``steps`` (one parameter's ``.grad``)."""
+    backward = common.Session.backward
+
+    def poisoned(self, loss):
+        backward(self, loss)
+        if self.state.step + 1 in steps:
+            next(p for p in self.trainable() if p.grad is not None).grad.fill_(math.inf)
+
+    monkeypatch.setattr(common.Session, "backward", poisoned)
+
+
 # ----------------------------------------------------------------------------- non-finite guard
-def test_a_nonfinite_loss_skips_the_update_and_the_run_goes_on(tmp_path, monkeypatch):
-    inject_nonfinite_loss(monkeypatch, {2})
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_a_nonfinite_step_skips_the_update_and_the_run_goes_on(tmp_path, monkeypatch, where):
+    inject = inject_nonfinite_loss if where == "loss" else inject_nonfinite_gradient
+    inject(monkeypatch, {2})
     out = tmp_path / "run"
     assert run("cj_grpo_tiny", out, "max_steps=3", "save_steps=1") == 0
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["skipped_updates"] for r in rows] == [0, 2, 2]  # both inner updates of step 2
-    assert rows[1]["grad_norm"] is None and math.isfinite(rows[2]["loss"])
+    assert rows[1]["grad_norm"] in (None, "inf") and math.isfinite(rows[2]["loss"])
     assert same_weights(weights(out, 1), weights(out, 2))  # step 2 changed nothing
     assert not same_weights(weights(out, 2), weights(out, 3))
 
