@@ -263,7 +263,8 @@ _PAGE = """<!DOCTYPE html>
 <span class="scale"><span style="background:hsl(0,70%,80%)">p=0</span><span style="background:hsl(60,70%,80%)">0.5</span><span style="background:hsl(120,70%,80%)">1</span></span>
 </div>
 <div class="help">Keys on an open sample: ← / → step, Home / End. Heat map: x = position,
-y = step (top = first), dark = committed at that step.</div>
+y = step (top = first); a cell is filled where the position was committed at that step, coloured
+by its commit probability when the samples recorded log-probs (dark grey otherwise).</div>
 </header>
 <main id="list"></main>
 <pre id="selftest" hidden></pre>
@@ -284,9 +285,10 @@ summary .snip{font-weight:400;color:#666;margin-left:8px}
 .ok{color:#0a7}.bad{color:#c33}
 .label{font-size:12px;color:#777;margin-top:6px}
 .text{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;
- background:#f4f4f4;padding:4px 6px;border-radius:3px;max-height:12em;overflow:auto}
+ background:#f4f4f4;padding:4px 6px;border-radius:3px;max-height:12em;overflow:auto;
+ overflow-wrap:anywhere}
 .canvas{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;
- line-height:1.7;padding:4px 0}
+ line-height:1.7;padding:4px 0;word-break:break-all}
 .tok{border-radius:2px;padding:0 1px}
 .tok.mask{color:#999;background:#eee}
 .tok.now{background:#ffd54f;outline:1px solid #e0a800}
