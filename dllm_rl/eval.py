@@ -143,6 +143,11 @@ class EvalRecipe:
             raise ValueError(
                 "evaluation: false is not an evaluation recipe; train with dllm_rl.train"
             )
+        if self.model.lora.enabled:
+            raise ValueError(
+                "model.lora.enabled adds new adapters for training; to evaluate a trained LoRA "
+                "adapter, set model.name_or_path to its run directory or checkpoint"
+            )
         for name in ("num_generations", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -68,6 +68,8 @@ def test_overrides_and_errors():
         ev.resolve(["recipe=eval_tiny", "sampler.gen_lenght=4"])
     with pytest.raises(ConfigError, match="training recipe"):
         ev.resolve(["recipe=cj_grpo_tiny"])
+    with pytest.raises(ConfigError, match="to evaluate a trained LoRA adapter"):
+        ev.resolve(["recipe=eval_tiny", "model.lora.enabled=true"])
     with pytest.raises(ConfigError, match="batch_size"):
         ev.resolve(["recipe=eval_tiny", "batch_size=0"])
 
