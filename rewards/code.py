@@ -219,12 +219,14 @@ class CodeGrade:
     """The grading of one completion.
 
     Attributes:
-        reward: passed / total; 0.0 when the program ended before reporting (crash, early exit,
-            timeout); ``None`` when there were no tests or the sandbox failed.
+        reward: passed / total (a test the candidate did not answer, because it crashed, exited
+            or ran out of time, fails); 0.0 when the judge did not report (it was killed, e.g.
+            by a value too large for it) or the completion is too long; ``None`` when there were
+            no tests or a sandbox failed.
         passed: tests that passed.
         total: tests run.
-        outcome: ``graded``, ``no tests``, ``no report (<sandbox outcome>)`` or
-            ``sandbox error: ...``.
+        outcome: ``graded``, ``no tests``, ``completion too long``, ``no report (<judge
+            outcome>)``, ``malformed report`` or ``sandbox error: ...``.
         candidate_error: the exception the candidate's top level raised, if any.
         setup_error: the exception ``test_setup`` raised, if any (all tests then fail).
         sandbox: the judge's sandbox result, for debugging (``None`` without tests).
@@ -452,8 +454,8 @@ def code_reward(
         **kwargs: other dataset columns and ``completion_ids``: ignored.
 
     Returns:
-        passed / total per completion; 0.0 when the program ended before reporting; ``None`` when
-        there are no tests or the sandbox failed. Use :func:`make_code_reward` for other limits or
+        passed / total per completion (see :class:`CodeGrade`); ``None`` when there are no tests
+        or a sandbox failed. Use :func:`make_code_reward` for other limits or
         a format term.
     """
     return _default_code_reward(prompts, completions, tests, test_setup, code_prefix, entry_point)
