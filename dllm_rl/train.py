@@ -140,12 +140,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in lines:
             print(f"  {line}")
         return 0
+    from dllm_rl.progress import quiet_library_bars
+
+    quiet_library_bars()
     try:
-        algo.run(config, name, argv)
+        trainer = algo.run(config, name, argv)
     except RunStopped as stopped:  # preempted or diverged: a checkpoint was written
         print(f"stopped: {stopped}", file=sys.stderr, flush=True)
         return stopped.exit_code
+    plot_curves(trainer)
     return 0
+
+
+def plot_curves(trainer: Any) -> None:
+    """``training.png`` in the run directory (main process; a plotting failure only warns)."""
+    session = getattr(trainer, "session", None)
+    if session is None or not session.is_main:
+        return
+    from dllm_rl.plot import plot_run
+
+    try:
+        path = plot_run(session.run.root, wandb_run=getattr(session.metrics, "_wandb", None))
+        logger.info("training curves: %s", path)
+    except (OSError, ValueError, RuntimeError) as error:
+        logger.warning("could not plot the training curves: %s", error)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,8 @@ def test_train_py_end_to_end(tmp_path):
     """cj_grpo_tiny for 2 steps writes the run directory, metrics, samples and a checkpoint."""
     out = tmp_path / "run"
     assert train.main(["recipe=cj_grpo_tiny", "max_steps=2", f"output_dir={out}"]) == 0
-    for name in ("config.yaml", "command.txt", "meta.json", "metrics.jsonl", "samples.jsonl"):
+    for name in ("config.yaml", "command.txt", "meta.json", "metrics.jsonl", "samples.jsonl",
+                 "training.png"):
         assert (out / name).is_file(), name
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]

@@ -53,11 +53,14 @@ class MetricsLogger:
         self.root, self.is_main, self.bar_keys = Path(root), is_main, bar_keys
         self._wandb = None
         self._bar = None
+        self._log_lines = False
         if not is_main:
             return
-        from tqdm.auto import tqdm
+        from dllm_rl.progress import is_terminal, progress_bar
 
-        self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        # On a terminal a bar; in a log file (not a terminal) one line per step instead.
+        self._bar = progress_bar(total=total_steps, initial=start_step, desc="train")
+        self._log_lines = not is_terminal()
         if report_to == "wandb":
             self._wandb = _start_wandb(project, self.root, config)
 
@@ -78,6 +81,8 @@ class MetricsLogger:
                 shown["s/step"] = f"{row['time/step_s']:.2f}"
             self._bar.set_postfix(shown, refresh=False)
             self._bar.update(1)
+            if self._log_lines:
+                logger.info("step %d: %s", step, ", ".join(f"{k} {v}" for k, v in shown.items()))
 
     def log_eval(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Evaluation metrics: appended as their own row (``eval/...`` keys)."""

@@ -147,3 +147,9 @@ def test_free_form_sections_get_typed_command_line_values():
     )
     assert config.data.options == {"size": 64, "digits": 3}
     assert type(config.data.options["size"]) is int
+
+
+def test_an_empty_mapping_clears_the_recipe_value():
+    assert merge({"data": {"options": {"size": 5}}}, {"data": {"options": {}}}) == {
+        "data": {"options": {}}
+    }
