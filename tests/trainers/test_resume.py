@@ -146,8 +146,9 @@ def test_resume_equals_uninterrupted(recipe, tmp_path, monkeypatch):
         (tmp_path / "resumed" / "checkpoints" / "step-000004" / "trainer_state.json").read_text()
     )
     assert state["step"] == 4 and "skipped_updates" in state["extra"]
-    samples = [read_metrics(tmp_path / d / "samples.jsonl") for d in ("straight", "resumed")]
-    assert [r["step"] for r in samples[0]] == [r["step"] for r in samples[1]]
+    if (tmp_path / "straight" / "samples.jsonl").is_file():  # the RL trainer writes samples
+        samples = [read_metrics(tmp_path / d / "samples.jsonl") for d in ("straight", "resumed")]
+        assert [r["step"] for r in samples[0]] == [r["step"] for r in samples[1]]
     ckpt_rows = tmp_path / "resumed" / "checkpoints" / "step-000004" / "metrics.jsonl"
     assert len(read_metrics(ckpt_rows)) == len(resumed)  # the history travels with the checkpoint
 
