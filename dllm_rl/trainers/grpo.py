@@ -41,6 +41,7 @@ import torch
 from dllm_rl.config import BatchPlan, GRPOConfig
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.objectives.grpo import (
+    SurrogateTerms,
     clipped_surrogate,
     counted_positions,
     group_advantages,
@@ -99,7 +100,16 @@ class LossStats:
     loss: float = 0.0
     forwards: int = 0
 
-    def add(self, counted, terms, kl, entropy, loss, first_iteration) -> None:
+    def add(
+        self,
+        counted: torch.Tensor,
+        terms: SurrogateTerms,
+        kl: torch.Tensor | None,
+        entropy: torch.Tensor | None,
+        loss: torch.Tensor,
+        first_iteration: bool,
+    ) -> None:
+        """Add one scored block of tokens (``[n, k]`` tensors; ``counted`` selects)."""
         c = counted.float()
         n = float(c.sum())
         self.tokens += n
@@ -124,7 +134,7 @@ def _token_loss(
     adv: torch.Tensor,
     ref: torch.Tensor | None,
     config: GRPOConfig,
-) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+) -> tuple[torch.Tensor, SurrogateTerms, torch.Tensor | None]:
     """Clipped surrogate (+ beta k3) per token: ``[n, k]`` each."""
     g = config.grpo
     eps_high = g.epsilon if g.epsilon_high is None else g.epsilon_high
@@ -211,7 +221,9 @@ def one_step_backward(
 
 # ----------------------------------------------------------------------------- no-grad passes
 @torch.no_grad()
-def trajectory_logps_table(model: DiffusionLM, traj: Trajectory, temperature: float, size: int):
+def trajectory_logps_table(
+    model: DiffusionLM, traj: Trajectory, temperature: float, size: int
+) -> tuple[torch.Tensor, int]:
     """``[N, L]`` log-prob of every token at its commit step (S forwards per micro-batch)."""
     table = torch.zeros(traj.completion_ids.shape, dtype=torch.float32, device=traj.device)
     forwards = 0
@@ -225,8 +237,15 @@ def trajectory_logps_table(model: DiffusionLM, traj: Trajectory, temperature: fl
 
 
 @torch.no_grad()
-def one_step_logps_table(model, traj, masks, temperature, size):
-    """``[mu, N, L]`` one-step log-probs under each iteration's prompt mask."""
+def one_step_logps_table(
+    model: DiffusionLM,
+    traj: Trajectory,
+    masks: Sequence[torch.Tensor],
+    temperature: float,
+    size: int,
+) -> tuple[torch.Tensor, int]:
+    """``[mu, N, L]`` one-step log-probs under each iteration's prompt mask ``[N, P]`` (and the
+    forwards spent), in micro-batches of ``size``."""
     out = []
     forwards = 0
     for masked in masks:
