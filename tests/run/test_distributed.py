@@ -45,7 +45,9 @@ def command(recipe: str, out: Path, procs: int, port: int, *extra: str) -> list[
     if procs > 1:
         launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={procs}"]
         launcher += [f"--master_port={port}"]
-    args = [f"recipe={recipe}", *SPLITS[recipe], *COMMON, f"output_dir={out}", *extra]
+    given = {a.split("=")[0] for a in extra}
+    base = [a for a in [*SPLITS[recipe], *COMMON] if a.split("=")[0] not in given]
+    args = [f"recipe={recipe}", *base, f"output_dir={out}", *extra]
     return [*launcher, "-m", "dllm_rl.train", *args]
 
 
