@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trainer = algo.run(config, name, argv)
     except RunStopped as stopped:  # preempted or diverged: a checkpoint was written
-        print(f"stopped: {stopped}", file=sys.stderr, flush=True)
+        if os.environ.get("RANK", "0") == "0":  # one message, not one per process
+            print(f"stopped: {stopped}", file=sys.stderr, flush=True)
         return stopped.exit_code
     plot_curves(trainer)
     return 0
