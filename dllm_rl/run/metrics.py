@@ -10,6 +10,7 @@ import logging
 import math
 import netrc
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,22 @@ def _start_wandb(project: str, root: Path, config: Mapping[str, Any] | None) -> 
     mode = os.environ.get("WANDB_MODE") or ("online" if _has_wandb_key() else "offline")
     if mode == "offline":
         logger.info("wandb: no API key found, logging offline to %s (wandb sync to upload)", root)
+    # One wandb run per run directory: a resumed run continues it (the id is kept in the folder).
+    # Steps the interrupted run had already sent are refused by wandb; exact resume logs the
+    # same values for them.
+    id_file = root / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    if not run_id:
+        run_id = uuid.uuid4().hex[:12]
+        id_file.write_text(run_id + "\n")
     return wandb.init(
-        project=project, name=root.name, dir=str(root), config=dict(config or {}), mode=mode
+        project=project,
+        name=root.name,
+        dir=str(root),
+        config=dict(config or {}),
+        mode=mode,
+        id=run_id,
+        resume="allow",
     )
 
 

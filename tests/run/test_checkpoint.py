@@ -157,3 +157,19 @@ def test_pause_hook_is_off_by_default(tmp_path, monkeypatch):
     start = time.perf_counter()
     save(tmp_path / "checkpoints", 1)
     assert time.perf_counter() - start < 10
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    import wandb
+
+    from dllm_rl.run import metrics
+
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    metrics._start_wandb("p", tmp_path, {})
+    metrics._start_wandb("p", tmp_path, {})  # the resumed run, same directory
+    assert calls[0]["id"] == calls[1]["id"] and calls[1]["resume"] == "allow"
+    (tmp_path / "other").mkdir()
+    metrics._start_wandb("p", tmp_path / "other", {})  # another run directory: another run
+    assert calls[2]["id"] != calls[0]["id"]
