@@ -224,7 +224,9 @@ def run_sft(root: Path, seed: int, budget: Budget, data: DemoData, device: str, 
 
     config = sft_config(root, seed, budget, device, **run)
     trainer = sft.build_trainer(config, "demo", [], rows=data.labelled, eval_rows=[])
+    stage = "control" if run.get("resume_from") else "sft"
     trainer.eval_hook = lambda step: {"eval/exact": heldout_exact(trainer.policy, data.heldout)}
+    trainer.evaluate = _reporting(trainer.evaluate, stage, "eval/exact")
     trainer.train()
     return trainer
 
@@ -238,8 +240,21 @@ def run_rl(root: Path, seed: int, budget: Budget, data: DemoData, device: str, m
     trainer = grpo.build_trainer(
         config, "demo", [], records=data.unlabelled, eval_records=data.heldout
     )
+    trainer.evaluate = _reporting(trainer.evaluate, "rl", "eval/reward")
     trainer.train()
     return trainer
+
+
+def _reporting(evaluate: Any, stage: str, key: str) -> Any:
+    """``evaluate`` that also prints its held-out exact match (one line per evaluation)."""
+
+    def run(step: int) -> dict[str, float]:
+        out = evaluate(step)
+        if key in out:
+            say(f"  {stage:>7} step {step:4d}: held-out exact match {100 * out[key]:5.1f}%")
+        return out
+
+    return run
 
 
 def latest_checkpoint(run_root: Path) -> Path:
@@ -321,20 +336,24 @@ def plot_demo(out: Path, summary: dict[str, Any]) -> Path:
 
 
 def write_trajectories(out: Path, before: Any, after: Any, records: Sequence[dict]) -> Path:
-    """``trajectories.html``: the same held-out prompts decoded by the SFT and the RL model."""
+    """``trajectories.html``: each held-out prompt decoded by the SFT model, then by the RL
+    model (the viewer replays the commit order step by step)."""
     from dllm_rl.viz.viewer import samples_from_trajectory, write_viewer
 
-    samples = []
+    views = []
     for name, policy in (("before RL", before), ("after RL", after)):
         batch = heldout_rollout(policy, records)
-        ok = batch.rewards.total.tolist()
         titles = [
-            f"{name}: {r['prompt']}{c or '∅'}  " + ("right" if v else f"wrong ({r['answer']})")
-            for r, c, v in zip(records, batch.completions, ok)
+            f"{name}: {r['prompt']}{c or '∅'}  "
+            + ("right" if ok else f"wrong, the sum is {int(r['answer']):0{ANSWER_DIGITS}d}")
+            for r, c, ok in zip(records, batch.completions, batch.rewards.total.tolist())
         ]
-        samples += samples_from_trajectory(
-            batch.trajectory, policy.tokenizer, batch.prompts, batch.completions, titles
+        views.append(
+            samples_from_trajectory(
+                batch.trajectory, policy.tokenizer, batch.prompts, batch.completions, titles
+            )
         )
+    samples = [s for pair in zip(*views) for s in pair]  # before, after, per prompt
     return write_viewer(samples, out / "trajectories.html", "dllm-rl demo: before and after RL")
 
 
