@@ -78,20 +78,40 @@ def agree_on_output_dir(output_dir: str | None, recipe: str, accelerator: Any | 
 def create_run_dir(
     root: str | Path, config: Any, argv: list[str], num_processes: int = 1
 ) -> RunDir:
-    """Make the folder and write ``config.yaml``, ``command.txt`` and ``meta.json`` (main rank)."""
+    """Make the folder and write ``config.yaml``, ``command.txt`` and ``meta.json`` (main rank).
+
+    A run directory that already holds a run (a resume) keeps its history: the command is
+    appended to ``command.txt``, the previous ``config.yaml`` is kept as ``config.<n>.yaml``, and
+    ``meta.json`` lists every start under ``starts``.
+    """
     run = RunDir(Path(root))
     run.checkpoints.mkdir(parents=True, exist_ok=True)
-    (run.root / "config.yaml").write_text(to_yaml(config))
-    (run.root / "command.txt").write_text(shlex.join([Path(sys.argv[0]).name, *argv]) + "\n")
-    meta = {
+    config_path = run.root / "config.yaml"
+    if config_path.is_file():
+        n = 1
+        while (run.root / f"config.{n}.yaml").exists():
+            n += 1
+        config_path.rename(run.root / f"config.{n}.yaml")
+    config_path.write_text(to_yaml(config))
+    with open(run.root / "command.txt", "a") as f:
+        f.write(shlex.join([Path(sys.argv[0]).name, *argv]) + "\n")
+    meta_path = run.root / "meta.json"
+    start = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_sha": git_sha(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
         "num_processes": num_processes,
-        "packages": package_versions(),
     }
-    (run.root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta.update(
+        {
+            **start,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "packages": package_versions(),
+            "starts": [*meta.get("starts", []), start],
+        }
+    )
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return run
 
 

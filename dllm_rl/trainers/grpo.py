@@ -413,10 +413,21 @@ class GRPOTrainer:
             "reward": float(totals.mean()),
             "reward_std": float(totals.std()) if len(totals) > 1 else 0.0,
         }
+        errors = all_reduce_sum(
+            s,
+            torch.tensor(
+                [
+                    batch.rewards.metrics.get(f"rewards/{n}/errors", 0.0)
+                    for n in batch.rewards.names
+                ],
+                dtype=torch.float64,
+            ),
+        ).tolist()
         for r, name in enumerate(batch.rewards.names):
             col = values[:, r][~torch.isnan(values[:, r])]
             metrics[f"rewards/{name}/mean"] = float(col.mean()) if len(col) else math.nan
             metrics[f"rewards/{name}/std"] = float(col.std()) if len(col) > 1 else 0.0
+            metrics[f"rewards/{name}/errors"] = errors[r]  # rows whose reward raised
         step_s = time.perf_counter() - t0
         local_forwards = batch.forwards + info["forwards_reference"] + stats.forwards
         metrics.update(

@@ -63,3 +63,14 @@ def test_run_directory_records_what_ran(tmp_path):
     assert "num_generations: 4" in (run.root / "config.yaml").read_text()
     assert run.checkpoints.is_dir()
     assert default_output_dir("cj", now=0).startswith("outputs/cj/19")
+
+
+def test_a_resumed_run_keeps_its_history(tmp_path):
+    from dllm_rl.config import GRPOConfig
+
+    create_run_dir(tmp_path, GRPOConfig(), ["recipe=x", "max_steps=2"])
+    create_run_dir(tmp_path, GRPOConfig(), ["recipe=x", "max_steps=4", "resume_from=latest"])
+    lines = (tmp_path / "command.txt").read_text().splitlines()
+    assert len(lines) == 2 and lines[1].endswith("resume_from=latest")
+    assert (tmp_path / "config.1.yaml").is_file() and (tmp_path / "config.yaml").is_file()
+    assert len(json.loads((tmp_path / "meta.json").read_text())["starts"]) == 2
