@@ -227,11 +227,13 @@ class PhaseMemory:
             self.base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return
-        self.base = _status_kb("VmRSS") * 1024
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM to the current RSS
+            # Read after the reset: VmHWM >= every later VmRSS, so the peak is never below it.
+            self.base = _status_kb("VmRSS") * 1024
         except OSError:
+            self.base = _status_kb("VmRSS") * 1024
             self.method = "VmRSS sampled every 2 ms"
             self._peak, self._stop = self.base, threading.Event()
             self._sampler = threading.Thread(target=self._sample, daemon=True)
