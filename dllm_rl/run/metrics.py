@@ -69,13 +69,7 @@ class MetricsLogger:
         """Append ``{"step": step, **metrics}`` to metrics.jsonl (and wandb), advance the bar."""
         if not self.is_main:
             return
-        row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
-        with open(self.root / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self._wandb is not None:
-            self._wandb.log(
-                {k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step
-            )
+        row = self._write(step, metrics)
         if self._bar is not None:
             shown = {k: f"{row[k]:.3g}" for k in self.bar_keys if isinstance(row.get(k), float)}
             if isinstance(row.get("time/step_s"), float):
@@ -89,6 +83,10 @@ class MetricsLogger:
         """Evaluation metrics: appended as their own row (``eval/...`` keys)."""
         if not self.is_main:
             return
+        self._write(step, metrics)
+
+    def _write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """One row to metrics.jsonl (and its numbers to wandb); returns the row."""
         row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
         with open(self.root / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -96,6 +94,7 @@ class MetricsLogger:
             self._wandb.log(
                 {k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step
             )
+        return row
 
     def samples(self, step: int, rows: list[dict[str, Any]]) -> None:
         """Append sample rows (prompt, completion, rewards, unmask order) to samples.jsonl."""

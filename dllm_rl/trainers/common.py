@@ -25,7 +25,7 @@ import os
 import shlex
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -555,3 +555,20 @@ class TrainLoop:
         if s.state.step != self._saved_at:
             s.save()
         s.metrics.close()
+
+    def run(
+        self,
+        step_fn: Callable[[int, list[int]], dict[str, Any]],
+        evaluate: Callable[[int], dict[str, Any]] | None = None,
+    ) -> None:
+        """The whole loop of a trainer without samples: an evaluation before the first step of a
+        fresh run, each step's metrics logged, an evaluation every ``run.eval_steps``, and the
+        final checkpoint."""
+        eval_steps = self.session.config.run.eval_steps if evaluate is not None else 0
+        if eval_steps and self.session.state.step == 0:
+            self.log_eval(0, evaluate(0))
+        for step, indices in self:
+            self.log(step, step_fn(step, indices))
+            if eval_steps and step % eval_steps == 0:
+                self.log_eval(step, evaluate(step))
+        self.finish()

@@ -196,15 +196,9 @@ class PreferenceTrainer:
         }
 
     def train(self) -> None:
-        loop = TrainLoop(self.session, len(self.examples), self.config.preference.pairs_per_step)
-        run = self.config.run
-        if run.eval_steps and self.session.state.step == 0:
-            loop.log_eval(0, self.evaluate(0))
-        for step, indices in loop:
-            loop.log(step, self.step(step, indices))
-            if run.eval_steps and step % run.eval_steps == 0:
-                loop.log_eval(step, self.evaluate(step))
-        loop.finish()
+        TrainLoop(self.session, len(self.examples), self.config.preference.pairs_per_step).run(
+            self.step, self.evaluate
+        )
 
 
 def out_draws(section: Any) -> int:

@@ -173,15 +173,9 @@ class SFTTrainer:
         return {"eval/loss": total / max(denominator, 1.0)}
 
     def train(self) -> None:
-        loop = TrainLoop(self.session, len(self.examples), self.config.sft.batch_size)
-        run = self.config.run
-        if run.eval_steps and self.session.state.step == 0:
-            loop.log_eval(0, self.evaluate(0))
-        for step, indices in loop:
-            loop.log(step, self.step(step, indices))
-            if run.eval_steps and step % run.eval_steps == 0:
-                loop.log_eval(step, self.evaluate(step))
-        loop.finish()
+        TrainLoop(self.session, len(self.examples), self.config.sft.batch_size).run(
+            self.step, self.evaluate
+        )
 
 
 # ----------------------------------------------------------------------------- entry points
