@@ -29,6 +29,7 @@ import os
 import pickle
 import re
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -357,6 +358,14 @@ class MathGrader:
                         f"a math grader worker was killed by signal {-code} while starting (out "
                         "of memory?)"
                     ) from None
+                if _main_from_stdin():
+                    raise RuntimeError(
+                        f"a math grader worker died while starting (exit code {code}): workers "
+                        "are spawned and re-import the main script, but this script was read "
+                        "from stdin (`python -` or a pipe), which a spawned process cannot "
+                        "re-import. Save it to a file and run `python script.py`, keeping the "
+                        'grading under `if __name__ == "__main__":`'
+                    ) from None
                 raise RuntimeError(
                     f"a math grader worker died while starting (exit code {code}). Workers are "
                     "spawned, so they re-import the main script: if it starts grading at import "
@@ -446,3 +455,11 @@ def math_reward(
         ``[N]``: 1.0 / 0.0, or ``None`` where the gold cannot be parsed.
     """
     return default_grader().reward(prompts, completions, answer)
+
+
+def _main_from_stdin() -> bool:
+    """True when the main script has no file a spawned worker could re-import (``python -``)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    return spec is None and (path is None or path == "<stdin>")
