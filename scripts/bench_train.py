@@ -255,7 +255,9 @@ class PhaseMemory:
             peak = max(self._peak, _status_kb("VmRSS") * 1024)
         else:
             peak = _status_kb("VmHWM") * 1024
-        return (peak - self.base) / 2**20, self.base / 2**20
+        # The kernel's RSS counters lag by up to a few hundred KiB (per-thread batching), so a
+        # phase that allocated nothing can read slightly below its start: report that as 0.
+        return max(0.0, peak - self.base) / 2**20, self.base / 2**20
 
 
 # ----------------------------------------------------------------------------- one configuration
