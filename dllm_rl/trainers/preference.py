@@ -150,7 +150,7 @@ class PreferenceTrainer:
             sums += torch.tensor(
                 [values[k] * len(rows) for k in METRIC_KEYS] + [len(rows)], dtype=torch.float64
             )
-            tokens += int(batch.chosen_mask.sum() + batch.rejected_mask.sum()) * out_draws(p)
+            tokens += int(batch.chosen_mask.sum() + batch.rejected_mask.sum()) * draws_per_response(p)
         norm = s.optimizer_step()
         total = all_reduce_sum(s, sums)
         step_s = time.perf_counter() - t0
@@ -201,7 +201,7 @@ class PreferenceTrainer:
         )
 
 
-def out_draws(section: Any) -> int:
+def draws_per_response(section: Any) -> int:
     """Masked copies scored per response and model: n_t x n_yt (policy; the reference doubles)."""
     return section.n_t * section.n_yt
 
