@@ -186,7 +186,8 @@ class DataConfig:
         "generator options (size, digits, num_blanks, ...)", default_factory=dict
     )
     max_prompt_length: int | None = _help(
-        "left-truncate prompts to N tokens (counted in the log)", default=None
+        "left-truncate prompts to N tokens (counted as truncated_prompts in the metrics)",
+        default=None,
     )
     eval_split: str = _help("split of the periodic evaluation", default="test")
     eval_options: dict[str, Any] = _help(

@@ -150,6 +150,7 @@ class SyntheticWorker:
     model: DiffusionLM
     generation_batch_size: int
     seed: int = 0
+    truncated_prompts: int = 0  # the worker interface's count; random ids are never truncated
 
     def prompt_tokens(self, prompts: list[Any]) -> list[list[int]]:
         return [list(p) for p in prompts]

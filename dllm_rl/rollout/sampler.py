@@ -243,19 +243,10 @@ def _decode_step(
         canvas.logprobs[:, lo:hi].scatter_(1, positions, logps)
 
 
-def encode_prompts(
+def prompt_token_ids(
     model: DiffusionLM, prompts: Sequence[str], chat_template: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize prompt strings and left-pad them with the model's pad id.
-
-    Args:
-        model: a :class:`DiffusionLM` with a ``tokenizer``.
-        prompts: B prompt strings.
-        chat_template: wrap each prompt as one user turn with the tokenizer's chat template.
-
-    Returns:
-        ``prompt_ids [B, P]`` and ``prompt_mask [B, P]`` on the model's device.
-    """
+) -> list[list[int]]:
+    """Token ids of each prompt string (one user turn of the chat template when asked)."""
     tok = model.tokenizer
     if tok is None:
         raise ValueError("this DiffusionLM has no tokenizer; tokenize the prompts yourself")
@@ -270,12 +261,39 @@ def encode_prompts(
         rows = [r["input_ids"] if isinstance(r, dict) or hasattr(r, "keys") else r for r in rows]
     else:
         rows = tok(list(prompts), add_special_tokens=True)["input_ids"]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), model.ids.pad, dtype=torch.long)
+    return [list(r) for r in rows]
+
+
+def left_pad_prompts(
+    rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ids [B, P]`` left-padded with ``pad_id`` and ``mask [B, P]`` long (1 = real token), P the
+    longest row or ``width`` if larger."""
+    width = max([len(r) for r in rows] + [width or 0])
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):  # tokenization only, not the decoding hot path
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def encode_prompts(
+    model: DiffusionLM, prompts: Sequence[str], chat_template: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize prompt strings and left-pad them with the model's pad id.
+
+    Args:
+        model: a :class:`DiffusionLM` with a ``tokenizer``.
+        prompts: B prompt strings.
+        chat_template: wrap each prompt as one user turn with the tokenizer's chat template.
+
+    Returns:
+        ``prompt_ids [B, P]`` and ``prompt_mask [B, P]`` on the model's device.
+    """
+    rows = prompt_token_ids(model, prompts, chat_template)
+    ids, mask = left_pad_prompts(rows, model.ids.pad)
     return ids.to(model.device), mask.to(model.device)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.rollout.config import SamplerConfig
-from dllm_rl.rollout.sampler import generate
+from dllm_rl.rollout.sampler import generate, left_pad_prompts, prompt_token_ids
 from dllm_rl.rollout.trajectory import Trajectory
 from rewards.registry import RewardBatch, RewardSpec, compute_rewards
 
@@ -90,36 +90,22 @@ class RolloutWorker:
         self.truncated_prompts = 0
 
     def prompt_tokens(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each prompt (chat template, left truncation applied)."""
-        tok = self.model.tokenizer
-        rows = []
-        for text in prompts:
-            if self.chat_template:
-                ids = tok.apply_chat_template(
-                    [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-                )
-                ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-            else:
-                ids = tok(text, add_special_tokens=True)["input_ids"]
-            if self.max_prompt_length is not None and len(ids) > self.max_prompt_length:
-                ids = ids[-self.max_prompt_length :]
-                self.truncated_prompts += 1
-            rows.append(list(ids))
-        return rows
+        """Token ids of each prompt (chat template, left truncation to ``max_prompt_length``)."""
+        rows = prompt_token_ids(self.model, prompts, self.chat_template)
+        if self.max_prompt_length is None:
+            return rows
+        return [r[-self.max_prompt_length :] for r in rows]
 
     def encode(
         self, prompts: Sequence[str], width: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids ``[N, P]`` and mask ``[N, P]``, left-padded with the model's pad id to
-        ``width`` (default: the longest prompt)."""
-        rows = self.prompt_tokens(prompts)
-        width = max([len(r) for r in rows] + [width or 0])
-        ids = torch.full((len(rows), width), self.model.ids.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        return ids, mask
+        ``width`` (default: the longest prompt); counts the prompts it truncated."""
+        rows = prompt_token_ids(self.model, prompts, self.chat_template)
+        if self.max_prompt_length is not None:
+            self.truncated_prompts += sum(len(r) > self.max_prompt_length for r in rows)
+            rows = [r[-self.max_prompt_length :] for r in rows]
+        return left_pad_prompts(rows, self.model.ids.pad, width)
 
     @torch.no_grad()
     def rollout(

@@ -4,10 +4,11 @@ optimizer and schedule, and the seeds of every generator."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,7 @@ class Reference:
             with policy_module.disable_adapter():
                 yield self.model
         else:
-            with nullcontext():
-                yield self.model
+            yield self.model
 
 
 def make_reference(policy: DiffusionLM, needed: bool) -> Reference | None:
@@ -150,17 +150,7 @@ def make_reference(policy: DiffusionLM, needed: bool) -> Reference | None:
     frozen = copy.deepcopy(policy.model).eval()
     frozen.requires_grad_(False)
     return Reference(
-        DiffusionLM(
-            model=frozen,
-            ids=policy.ids,
-            shift_logits=policy.shift_logits,
-            family=policy.family,
-            tokenizer=policy.tokenizer,
-            mask_format=policy.mask_format,
-            mask_positions=policy.mask_positions,
-            keeps_logits=policy.keeps_logits,
-            keeps_row_logits=policy.keeps_row_logits,
-        ),
+        dataclasses.replace(policy, model=frozen),
         uses_disabled_adapter=False,
     )
 

@@ -73,6 +73,7 @@ class Buffer:
             first iteration's own detached log-probs serve (one_step with mu = 1).
         ref: like ``old``, reference log-probs; None when beta = 0.
         prompt_masks: one_step only, ``[mu, N, P]`` bool, the prompt tokens masked per iteration.
+        global_rewards: ``[N_global]`` total rewards of every process's rows, in rank order.
     """
 
     traj: Trajectory
@@ -82,22 +83,27 @@ class Buffer:
     old: torch.Tensor | None = None
     ref: torch.Tensor | None = None
     prompt_masks: torch.Tensor | None = None
+    global_rewards: torch.Tensor | None = None
 
 
 @dataclass
 class LossStats:
-    """Sums over counted tokens (reduced across processes before they become means)."""
+    """Sums over counted tokens, kept on the model's device (no host sync inside the loss loop)
+    and reduced across processes once per step before they become means."""
 
-    tokens: float = 0.0
-    ratio: float = 0.0
-    ratio_tokens: float = 0.0
-    low: float = 0.0
-    high: float = 0.0
-    region: float = 0.0
-    kl: float = 0.0
-    entropy: float = 0.0
-    entropy_tokens: float = 0.0
-    loss: float = 0.0
+    FIELDS = (
+        "tokens",
+        "ratio",
+        "ratio_tokens",
+        "low",
+        "high",
+        "region",
+        "kl",
+        "entropy",
+        "entropy_tokens",
+        "loss",
+    )
+    sums: torch.Tensor | None = None  # [len(FIELDS)] float64
     forwards: int = 0
 
     def add(
@@ -110,21 +116,34 @@ class LossStats:
         first_iteration: bool,
     ) -> None:
         """Add one scored block of tokens (``[n, k]`` tensors; ``counted`` selects)."""
-        c = counted.float()
-        n = float(c.sum())
-        self.tokens += n
-        self.low += float((terms.is_low_clipped.float() * c).sum())
-        self.high += float((terms.is_high_clipped.float() * c).sum())
-        self.region += float((terms.is_region_clipped.float() * c).sum())
-        if kl is not None:
-            self.kl += float((kl.detach() * c).sum())
-        if first_iteration:
-            self.ratio += float((terms.ratio.detach() * c).sum())
-            self.ratio_tokens += n
-        if entropy is not None:
-            self.entropy += float((entropy.detach() * c).sum())
-            self.entropy_tokens += n
-        self.loss += float(loss)
+        c = counted.double()  # [n, k]
+        n = c.sum()
+        zero = n.new_zeros(())
+
+        def total(x: torch.Tensor | None) -> torch.Tensor:
+            return zero if x is None else (x.detach().double() * c).sum()
+
+        part = torch.stack(
+            [
+                n,
+                total(terms.ratio) if first_iteration else zero,
+                n if first_iteration else zero,
+                total(terms.is_low_clipped),
+                total(terms.is_high_clipped),
+                total(terms.is_region_clipped),
+                total(kl),
+                total(entropy),
+                n if entropy is not None else zero,
+                loss.detach().double(),
+            ]
+        )  # [len(FIELDS)]
+        self.sums = part if self.sums is None else self.sums + part
+
+    def values(self) -> torch.Tensor:
+        """``[len(FIELDS)]`` float64 on the CPU (zeros before any token was added)."""
+        if self.sums is None:
+            return torch.zeros(len(self.FIELDS), dtype=torch.float64)
+        return self.sums.cpu()
 
 
 # ----------------------------------------------------------------------------- per-token loss
@@ -320,7 +339,7 @@ class GRPOTrainer:
             s, reduction_totals(counted, traj.unmask_step, traj.num_steps, g.loss_type)
         )
         weights = token_weights(counted, traj.unmask_step, g.loss_type, totals)
-        buf = Buffer(traj, advantages, weights, counted)
+        buf = Buffer(traj, advantages, weights, counted, global_rewards=total)
         size, temp = g.per_device_batch_size, self.config.rollout.temperature
         forwards = 0
         start = time.perf_counter()
@@ -386,27 +405,10 @@ class GRPOTrainer:
         stats = LossStats()
         norms = [self.update(buf, it, stats) for it in range(g.num_iterations)]
         t2 = time.perf_counter()
-        sums = all_reduce_sum(
-            s,
-            torch.tensor(
-                [
-                    stats.tokens,
-                    stats.ratio,
-                    stats.ratio_tokens,
-                    stats.low,
-                    stats.high,
-                    stats.region,
-                    stats.kl,
-                    stats.entropy,
-                    stats.entropy_tokens,
-                    stats.loss,
-                ],
-                dtype=torch.float64,
-            ),
-        ).tolist()
+        sums = all_reduce_sum(s, stats.values()).tolist()
         tokens, ratio, ratio_n, low, high, region, kl, ent, ent_n, loss = sums
         values = gather_rows(s, batch.rewards.values.to(batch.trajectory.device))  # [N_g, R]
-        totals = gather_rows(s, batch.rewards.total.to(batch.trajectory.device))
+        totals = buf.global_rewards  # [N_global]
         lengths = gather_rows(s, batch.lengths.to(batch.trajectory.device).float())
         metrics: dict[str, float] = {
             "loss": loss / g.num_iterations,
@@ -450,6 +452,7 @@ class GRPOTrainer:
                 "time/step_s": step_s,
                 "tokens_per_s": len(totals) * batch.trajectory.gen_length / step_s,
                 "optimizer_steps": g.num_iterations,
+                "truncated_prompts": self.worker.truncated_prompts,
             }
         )
         return metrics, batch
