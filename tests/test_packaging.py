@@ -49,3 +49,14 @@ def test_wheel_has_the_recipes(wheel_names):
 
 def test_wheel_has_no_tests_or_scripts(wheel_names):
     assert not any(n.startswith(("tests/", "scripts/")) for n in wheel_names)
+
+
+def test_a_source_checkout_finds_the_recipes():
+    """Tests import ``dllm_rl`` from the checkout (``pythonpath = ["."]``), where ``recipes/`` is
+    not a subpackage of ``dllm_rl``: CI's non-editable install must still see every recipe."""
+    from dllm_rl.run.cli import load_recipe, recipe_names
+
+    on_disk = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+    assert on_disk and recipe_names() == on_disk
+    name, data = load_recipe(on_disk[0])
+    assert name == on_disk[0] and isinstance(data, dict)

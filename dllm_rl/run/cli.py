@@ -27,6 +27,9 @@ from typing import Any
 
 import yaml
 
+if typing.TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+
+    from importlib.resources.abc import Traversable
+
 RUN_KEYS = (
     "output_dir",
     "seed",
@@ -118,9 +121,22 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 # ----------------------------------------------------------------------------- recipes
+def recipe_folder() -> Traversable:
+    """Where the bundled recipes live: the installed ``dllm_rl.recipes`` package data, or the
+    checkout's top-level ``recipes/`` folder when ``dllm_rl`` is imported from a source tree
+    (there the folder is not a subpackage of ``dllm_rl``; ``pyproject.toml`` maps it on install)."""
+    try:
+        return resources.files("dllm_rl.recipes")
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "recipes"
+        if checkout.is_dir():
+            return checkout
+        raise
+
+
 def recipe_names() -> list[str]:
     """The bundled recipe names (``recipes/*.yaml``, installed as ``dllm_rl.recipes``)."""
-    folder = resources.files("dllm_rl.recipes")
+    folder = recipe_folder()
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -144,7 +160,7 @@ def load_recipe(name_or_path: str) -> tuple[str, dict[str, Any]]:
                 f"unknown recipe {name_or_path!r}.{hint} Bundled recipes: {', '.join(names)}; "
                 "or pass a path to a YAML file."
             )
-        text = resources.files("dllm_rl.recipes").joinpath(f"{name_or_path}.yaml").read_text()
+        text = recipe_folder().joinpath(f"{name_or_path}.yaml").read_text()
         name = name_or_path
     try:
         data = yaml.safe_load(text) or {}
