@@ -190,7 +190,7 @@ def test_two_processes_equal_one_process(tmp_path):
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29631",
+            "--standalone",  # a free port: parallel runs never collide
             "-m",
             "dllm_rl.train",
             *common,

@@ -22,7 +22,7 @@ def _eval(out: Path, procs: int) -> list[dict]:
             "-m",
             "torch.distributed.run",
             f"--nproc_per_node={procs}",
-            "--master_port=29531",
+            "--standalone",  # a free port: parallel runs never collide
         ]
     cmd = [
         *launcher,

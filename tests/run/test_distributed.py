@@ -40,11 +40,11 @@ SPLITS = {
 COMMON = ["run.device=cpu", "model.dtype=float32", "save_steps=0", "eval_steps=2"]
 
 
-def command(recipe: str, out: Path, procs: int, port: int, *extra: str) -> list[str]:
+def command(recipe: str, out: Path, procs: int, *extra: str) -> list[str]:
     launcher = [sys.executable]
     if procs > 1:
         launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={procs}"]
-        launcher += [f"--master_port={port}"]
+        launcher += ["--standalone"]  # a free port: parallel runs never collide
     given = {a.split("=")[0] for a in extra}
     base = [a for a in [*SPLITS[recipe], *COMMON] if a.split("=")[0] not in given]
     args = [f"recipe={recipe}", *base, f"output_dir={out}", *extra]
@@ -83,8 +83,8 @@ def max_difference(a: dict, b: dict) -> float:
 @pytest.mark.parametrize("recipe", [p for p in recipes() if p.values[0] != "cj_grpo_tiny"])
 def test_two_processes_equal_one_process(recipe, tmp_path):
     """cj_grpo_tiny has this test in tests/test_recipes.py; here the likelihood trainers."""
-    run(command(recipe, tmp_path / "one", 1, 0, "max_steps=2"))
-    run(command(recipe, tmp_path / "two", 2, 29651, "max_steps=2"))
+    run(command(recipe, tmp_path / "one", 1, "max_steps=2"))
+    run(command(recipe, tmp_path / "two", 2, "max_steps=2"))
     a = read_metrics(tmp_path / "one" / "metrics.jsonl")
     b = read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert_same_rows(a, b)
@@ -97,10 +97,10 @@ def test_two_process_stop_and_resume_equals_one_straight_run(tmp_path):
     """GRPO with LoRA dropout, which draws from each rank's own global RNG: 2 steps on 2
     processes, stop, resume on 2 processes to step 4 == 4 straight steps on 2 processes."""
     lora = ["model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.2"]
-    run(command("cj_grpo_tiny", tmp_path / "straight", 2, 29653, *lora, "max_steps=4"))
-    run(command("cj_grpo_tiny", tmp_path / "resumed", 2, 29654, *lora, "max_steps=2"))
+    run(command("cj_grpo_tiny", tmp_path / "straight", 2, *lora, "max_steps=4"))
+    run(command("cj_grpo_tiny", tmp_path / "resumed", 2, *lora, "max_steps=2"))
     more = [*lora, "max_steps=4", "resume_from=latest"]
-    run(command("cj_grpo_tiny", tmp_path / "resumed", 2, 29655, *more))
+    run(command("cj_grpo_tiny", tmp_path / "resumed", 2, *more))
     a = read_metrics(tmp_path / "straight" / "metrics.jsonl")
     b = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
     assert_same_rows(a, b, rel=1e-6)
@@ -116,7 +116,7 @@ def test_two_process_stop_and_resume_equals_one_straight_run(tmp_path):
 
 def test_sigterm_to_the_launcher_checkpoints_and_stops(tmp_path):
     out = tmp_path / "run"
-    cmd = command("cj_grpo_tiny", out, 2, 29657, "max_steps=500", "eval_steps=0")
+    cmd = command("cj_grpo_tiny", out, 2, "max_steps=500", "eval_steps=0")
     with open(tmp_path / "stderr", "w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=err)
         try:
