@@ -285,6 +285,12 @@ class GRPOSection:
         "trajectory: decoding steps per backward (1: peak memory does not grow with S)", default=1
     )
     p_mask_prompt: float = _help("one_step: probability of masking each prompt token", default=0.15)
+    skip_zero_advantage: bool = _help(
+        "train only on completions with a nonzero advantage; exact when beta = 0 (the others "
+        "add nothing to the gradient), so groups whose rewards all agree cost no forward. "
+        "entropy and the clip ratios then cover the trained completions",
+        default=True,
+    )
 
     def __post_init__(self) -> None:
         for name in (

@@ -262,6 +262,9 @@ class Session:
         params = self.trainable()
         bad = self._bad_loss
         self._bad_loss = False
+        for p in params:  # a step that back-propagated nothing (no rows trained) still steps
+            if p.grad is None:  # AdamW, as a zero gradient would (momentum, weight decay)
+                p.grad = torch.zeros_like(p)
         if self.world_size > 1:
             import torch.distributed as dist
 
@@ -270,8 +273,6 @@ class Session:
             bad = bool(flag.item() > 0)
             if not bad:
                 for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
                     dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
         if bad:
             norm = math.nan

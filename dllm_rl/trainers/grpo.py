@@ -74,6 +74,8 @@ class Buffer:
         ref: like ``old``, reference log-probs; None when beta = 0.
         prompt_masks: one_step only, ``[mu, N, P]`` bool, the prompt tokens masked per iteration.
         global_rewards: ``[N_global]`` total rewards of every process's rows, in rank order.
+        trained: ``[n]`` long, the rows the inner iterations forward (all rows, or those with a
+            nonzero advantage under ``grpo.skip_zero_advantage``).
     """
 
     traj: Trajectory
@@ -84,6 +86,7 @@ class Buffer:
     ref: torch.Tensor | None = None
     prompt_masks: torch.Tensor | None = None
     global_rewards: torch.Tensor | None = None
+    trained: torch.Tensor | None = None
 
 
 @dataclass
@@ -146,6 +149,18 @@ class LossStats:
         return self.sums.cpu()
 
 
+def trained_rows(advantages: torch.Tensor, skip_zero: bool) -> torch.Tensor:
+    """``[n]`` long indices of the rows to forward: every row, or (``skip_zero``) the rows whose
+    advantage is nonzero.
+
+    Skipping is exact without a KL term: a row with A = 0 has the per-token loss
+    ``-min(r * 0, clip(r) * 0) = 0`` for every ratio, so its gradient is zero in every inner
+    iteration, and the token weights keep the normaliser of the whole step.
+    """
+    rows = torch.arange(len(advantages), device=advantages.device)
+    return rows[advantages != 0] if skip_zero else rows
+
+
 # ----------------------------------------------------------------------------- per-token loss
 def _token_loss(
     logps: torch.Tensor,
@@ -169,7 +184,7 @@ def _token_loss(
 def trajectory_backward(
     model: DiffusionLM,
     buf: Buffer,
-    rows: slice,
+    rows: torch.Tensor,
     config: GRPOConfig,
     backward: Callable[[torch.Tensor], None],
     stats: LossStats,
@@ -210,7 +225,7 @@ def trajectory_backward(
 def one_step_backward(
     model: DiffusionLM,
     buf: Buffer,
-    rows: slice,
+    rows: torch.Tensor,
     iteration: int,
     config: GRPOConfig,
     backward: Callable[[torch.Tensor], None],
@@ -340,6 +355,7 @@ class GRPOTrainer:
         )
         weights = token_weights(counted, traj.unmask_step, g.loss_type, totals)
         buf = Buffer(traj, advantages, weights, counted, global_rewards=total)
+        buf.trained = trained_rows(advantages, g.skip_zero_advantage and self.reference is None)
         size, temp = g.per_device_batch_size, self.config.rollout.temperature
         forwards = 0
         start = time.perf_counter()
@@ -375,6 +391,8 @@ class GRPOTrainer:
             "time/reference_s": time.perf_counter() - start,
             "frac_reward_zero_std": float((group_std < 1e-6).float().mean()),
         }
+        trained = all_reduce_sum(s, torch.tensor([float(len(buf.trained))], dtype=torch.float64))
+        info["trained_fraction"] = float(trained) / len(total)
         return buf, info
 
     def update(self, buf: Buffer, iteration: int, stats: LossStats) -> float:
@@ -387,8 +405,7 @@ class GRPOTrainer:
         s, g = self.session, self.config.grpo
         model = self.policy
         model.model.train()
-        for lo in range(0, len(buf.traj), g.per_device_batch_size):
-            rows = slice(lo, lo + g.per_device_batch_size)
+        for rows in buf.trained.split(g.per_device_batch_size):
             if g.estimator == "trajectory":
                 trajectory_backward(
                     model, buf, rows, self.config, s.backward, stats, iteration == 0
@@ -435,6 +452,7 @@ class GRPOTrainer:
         metrics.update(
             {
                 "frac_reward_zero_std": info["frac_reward_zero_std"],
+                "trained_fraction": info["trained_fraction"],
                 "kl": kl / max(tokens, 1.0) if self.reference is not None else 0.0,
                 "clip_ratio/low_mean": low / max(tokens, 1.0),
                 "clip_ratio/high_mean": high / max(tokens, 1.0),

@@ -15,3 +15,8 @@ def letter_fraction(prompts, completions, completion_ids=None, letter=None, **co
     """Fraction of the completion's characters equal to the row's ``letter`` column."""
     texts = [completion_text(c) for c in completions]
     return [t.count(x) / len(t) if t else 0.0 for t, x in zip(texts, letter)]
+
+
+def constant(prompts, completions, completion_ids=None, **columns):
+    """1.0 for every completion: every group's advantages are zero."""
+    return [1.0] * len(completions)

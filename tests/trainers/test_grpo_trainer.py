@@ -201,3 +201,59 @@ def test_lora_trains_only_adapters_and_saves_a_loadable_adapter(tmp_path):
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     model.eval()
     torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("estimator", ["trajectory", "one_step"])
+def test_skipping_zero_advantage_rows_is_exact(tmp_path, estimator):
+    """Rows of a group whose rewards all agree have A = 0: forwarding only the other rows gives
+    the same gradient (the token weights keep the whole step's normaliser) with fewer forwards."""
+    from dllm_rl.trainers.grpo import trained_rows
+
+    trainer = make_trainer(tmp_path, grpo={"estimator": estimator, "per_device_batch_size": 2})
+    batch = trainer.rollout(1, [0, 1])
+    buf, _ = trainer.make_buffer(1, batch)
+    buf.advantages[:4] = 0.0  # the first prompt's group: all rewards equal
+    assert buf.advantages[4:].abs().min() > 0
+    buf.trained = trained_rows(buf.advantages, skip_zero=False)
+    every, all_stats = grads(trainer, buf), LossStats()
+    trainer.accumulate(buf, 0, all_stats)
+    buf.trained = trained_rows(buf.advantages, skip_zero=True)
+    assert buf.trained.tolist() == [4, 5, 6, 7]
+    skipped, few_stats = grads(trainer, buf), LossStats()
+    trainer.accumulate(buf, 0, few_stats)
+    assert_grads_close(every, skipped)
+    assert few_stats.forwards * 2 == all_stats.forwards  # 2 of 4 micro-batches forwarded
+
+
+def test_a_step_with_no_trained_row_still_steps_adamw_like_a_zero_gradient(tmp_path):
+    """All advantages zero: nothing is forwarded, yet AdamW moves the weights by its momentum
+    exactly as the zero gradient of the unskipped loss would."""
+    outcomes = []
+    for skip in (True, False):
+        trainer = make_trainer(tmp_path / str(skip), grpo={"skip_zero_advantage": skip})
+        trainer.step(1, [0, 1])  # a real update: AdamW now has momentum
+        batch = trainer.rollout(2, [0, 1])
+        buf, info = trainer.make_buffer(2, batch)
+        buf.advantages.zero_()
+        buf.trained = buf.trained[:0] if skip else buf.trained
+        before = [p.detach().clone() for p in trainer.policy.model.parameters()]
+        stats = LossStats()
+        trainer.update(buf, 0, stats)
+        assert (stats.forwards == 0) == skip
+        after = list(trainer.policy.model.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, after))  # momentum moved them
+        outcomes.append([p.detach().clone() for p in after])
+    for a, b in zip(*outcomes):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
+
+
+def test_trained_fraction_is_logged_and_the_kl_term_disables_skipping(tmp_path):
+    """A constant reward zeroes every advantage: nothing is trained unless the KL term (beta > 0)
+    gives those rows a gradient."""
+    rewards = ["tests.trainers.fixtures:constant"]
+    metrics, _ = make_trainer(tmp_path / "a", rewards=rewards).step(1, [0, 1])
+    assert metrics["trained_fraction"] == 0.0 and metrics["forwards"] == 3  # the rollout's S
+    metrics, _ = make_trainer(tmp_path / "b", rewards=rewards, grpo={"beta": 0.1}).step(1, [0, 1])
+    assert metrics["trained_fraction"] == 1.0
+    metrics, _ = make_trainer(tmp_path / "c").step(1, [0, 1])  # groups of equal rewards skip
+    assert 0.0 < metrics["trained_fraction"] <= 1.0 - metrics["frac_reward_zero_std"]
