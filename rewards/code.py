@@ -292,14 +292,18 @@ def grade_code(
         programs.append((servant, judge))
         rows.append(i)
 
+    # Built here, before the threads: inspect.getsource parses with ast, and CPython 3.11's AST
+    # constructor is not thread-safe ("AST constructor recursion depth mismatch").
+    servant_preamble, judge_preamble = servant_source(), judge_source()
+
     def run(pair: tuple[str, str]) -> tuple[SandboxResult, SandboxResult]:
         # The sandboxes outlive the judge's budget, so that it always reports in time.
         return run_linked(
             *pair,
             timeout_s=timeout_s + 2.0,
             memory_mb=memory_mb,
-            program_preamble=servant_source(),
-            judge_preamble=judge_source(),
+            program_preamble=servant_preamble,
+            judge_preamble=judge_preamble,
         )
 
     workers = min(len(programs), max_concurrency or max_concurrency_default())

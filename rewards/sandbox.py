@@ -376,9 +376,14 @@ def max_concurrency_default() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(source: str):
-    return compile(source, "<sandbox-preamble>", "exec")
+    # Callers run in worker threads; CPython 3.11's AST constructor is not thread-safe.
+    with _COMPILE_LOCK:
+        return compile(source, "<sandbox-preamble>", "exec")
 
 
 def _mount_namespace() -> str:
