@@ -60,9 +60,7 @@ from dllm_rl.config import GRPOConfig  # noqa: E402
 from dllm_rl.devices import pick_device  # noqa: E402
 from dllm_rl.models.adapter import DiffusionLM  # noqa: E402
 from dllm_rl.rollout.config import SamplerConfig  # noqa: E402
-from dllm_rl.rollout.sampler import generate  # noqa: E402
-from dllm_rl.rollout.trajectory import Trajectory  # noqa: E402
-from dllm_rl.rollout.worker import RolloutBatch, first_stop_lengths  # noqa: E402
+from dllm_rl.rollout.worker import RolloutBatch, first_stop_lengths, generate_chunks  # noqa: E402
 from dllm_rl.run.build import apply_lora, build_optimizer, make_reference  # noqa: E402
 from dllm_rl.run.cli import build_config  # noqa: E402
 from dllm_rl.run.rundir import RunDir  # noqa: E402
@@ -165,20 +163,15 @@ class SyntheticWorker:
         self.model.model.eval()
         _sync(device)
         start = time.perf_counter()
-        parts = []
-        size = self.generation_batch_size
-        for c, lo in enumerate(range(0, len(ids), size)):
-            rows = slice(lo, lo + size)
-            parts.append(
-                generate(
-                    self.model,
-                    ids[rows].to(device),
-                    mask[rows].to(device),
-                    sampler,
-                    chunk_generator(group_offset * g // size + c),
-                )
-            )
-        trajectory = Trajectory.concat(parts)
+        trajectory, chunks = generate_chunks(
+            self.model,
+            ids,
+            mask,
+            sampler,
+            chunk_generator,
+            self.generation_batch_size,
+            group_offset * g,
+        )
         _sync(device)
         rollout_s = time.perf_counter() - start
         n = len(ids)
@@ -193,7 +186,7 @@ class SyntheticWorker:
             RewardBatch(["random"], [1.0], reward, reward[:, 0].clone()),
             rollout_s,
             0.0,
-            len(parts) * sampler.plan.num_steps,
+            chunks * sampler.plan.num_steps,
         )
 
 

@@ -61,6 +61,38 @@ def first_stop_lengths(completion_ids: torch.Tensor, stop_ids: Sequence[int]) ->
     return first.long()
 
 
+def generate_chunks(
+    model: DiffusionLM,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    sampler: SamplerConfig,
+    chunk_generator: Callable[[int], torch.Generator],
+    size: int,
+    first_row: int = 0,
+) -> tuple[Trajectory, int]:
+    """Sample ``ids`` ``[N, P]`` (``mask`` ``[N, P]``) in chunks of ``size`` rows.
+
+    Chunk ``c`` draws from ``chunk_generator(first_row // size + c)``: ``first_row`` is the
+    global index of row 0 in the step, so a row gets the same randomness whichever process
+    samples it. Returns the concatenated trajectory and the number of chunks (each one ran
+    ``sampler.plan.num_steps`` forwards).
+    """
+    parts = []
+    first_chunk = first_row // size
+    for c, lo in enumerate(range(0, len(ids), size)):
+        rows = slice(lo, lo + size)
+        parts.append(
+            generate(
+                model,
+                ids[rows].to(model.device),
+                mask[rows].to(model.device),
+                sampler,
+                chunk_generator(first_chunk + c),
+            )
+        )
+    return Trajectory.concat(parts), len(parts)
+
+
 class RolloutWorker:
     """Generates G completions per prompt and scores them with the recipe's rewards.
 
@@ -144,22 +176,15 @@ class RolloutWorker:
         was_training = self.model.model.training
         self.model.model.eval()
         start = time.perf_counter()
-        parts = []
-        size = self.generation_batch_size
-        first_chunk = group_offset * g // size
-        device = self.model.device
-        for c, lo in enumerate(range(0, len(prompts), size)):
-            rows = slice(lo, lo + size)
-            parts.append(
-                generate(
-                    self.model,
-                    ids[rows].to(device),
-                    mask[rows].to(device),
-                    sampler,
-                    chunk_generator(first_chunk + c),
-                )
-            )
-        trajectory = Trajectory.concat(parts)
+        trajectory, chunks = generate_chunks(
+            self.model,
+            ids,
+            mask,
+            sampler,
+            chunk_generator,
+            self.generation_batch_size,
+            group_offset * g,
+        )
         rollout_s = time.perf_counter() - start
         if was_training:
             self.model.model.train()
@@ -177,7 +202,7 @@ class RolloutWorker:
         )
         score_s = time.perf_counter() - start
         groups = torch.arange(len(records)).repeat_interleave(g) + group_offset
-        forwards = len(parts) * sampler.plan.num_steps
+        forwards = chunks * sampler.plan.num_steps
         return RolloutBatch(
             trajectory,
             groups,
