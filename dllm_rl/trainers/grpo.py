@@ -161,6 +161,16 @@ def trained_rows(advantages: torch.Tensor, skip_zero: bool) -> torch.Tensor:
     return rows[advantages != 0] if skip_zero else rows
 
 
+def on_rows(part: torch.Tensor, rows: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """A table over ``n`` rows (along ``dim``) holding ``part``, computed on ``rows`` only; the
+    other rows are zeros, never read (the inner iterations forward ``rows`` only)."""
+    if len(rows) == n:
+        return part
+    shape = list(part.shape)
+    shape[dim] = n
+    return part.new_zeros(shape).index_copy_(dim, rows, part)
+
+
 # ----------------------------------------------------------------------------- per-token loss
 def _token_loss(
     logps: torch.Tensor,
@@ -370,16 +380,19 @@ class GRPOTrainer:
                     rows.append(draw_prompt_mask(part, g.p_mask_prompt, gen(first + c)))
                 masks.append(torch.cat(rows))
             buf.prompt_masks = torch.stack(masks)  # [mu, N, P]
-            if g.num_iterations > 1:
-                buf.old, f = one_step_logps_table(self.policy, traj, masks, temp, size)
+            if g.num_iterations > 1 and len(buf.trained):
+                part = [m[buf.trained] for m in masks]
+                old, f = one_step_logps_table(self.policy, traj[buf.trained], part, temp, size)
+                buf.old = on_rows(old, buf.trained, n, dim=1)
                 forwards += f
             if self.reference is not None:
                 with self.reference.active(self.policy.model) as ref:
                     buf.ref, f = one_step_logps_table(ref, traj, masks, temp, size)
                 forwards += f
         else:
-            if g.old_logps == "recompute":
-                buf.old, f = trajectory_logps_table(self.policy, traj, temp, size)
+            if g.old_logps == "recompute" and len(buf.trained):
+                old, f = trajectory_logps_table(self.policy, traj[buf.trained], temp, size)
+                buf.old = on_rows(old, buf.trained, n, dim=0)
                 forwards += f
             if self.reference is not None:
                 with self.reference.active(self.policy.model) as ref:
@@ -405,7 +418,8 @@ class GRPOTrainer:
         s, g = self.session, self.config.grpo
         model = self.policy
         model.model.train()
-        for rows in buf.trained.split(g.per_device_batch_size):
+        chunks = buf.trained.split(g.per_device_batch_size) if len(buf.trained) else ()
+        for rows in chunks:  # (an empty tensor splits into one empty chunk: nothing to forward)
             if g.estimator == "trajectory":
                 trajectory_backward(
                     model, buf, rows, self.config, s.backward, stats, iteration == 0

@@ -255,5 +255,9 @@ def test_trained_fraction_is_logged_and_the_kl_term_disables_skipping(tmp_path):
     assert metrics["trained_fraction"] == 0.0 and metrics["forwards"] == 3  # the rollout's S
     metrics, _ = make_trainer(tmp_path / "b", rewards=rewards, grpo={"beta": 0.1}).step(1, [0, 1])
     assert metrics["trained_fraction"] == 1.0
+    for grpo in ({"old_logps": "recompute"}, {"estimator": "one_step", "num_iterations": 2}):
+        trainer = make_trainer(tmp_path / str(len(grpo)), rewards=rewards, grpo=grpo)
+        metrics, batch = trainer.step(1, [0, 1])  # no old-log-prob pass over untrained rows
+        assert metrics["forwards"] == batch.forwards, grpo
     metrics, _ = make_trainer(tmp_path / "c").step(1, [0, 1])  # groups of equal rewards skip
     assert 0.0 < metrics["trained_fraction"] <= 1.0 - metrics["frac_reward_zero_std"]
