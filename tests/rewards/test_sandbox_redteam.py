@@ -68,7 +68,7 @@ def test_redteam_case_is_contained(redteam: dict[str, dict], case: str) -> None:
     row = redteam[case]
     if row["contained"] is None:  # the layer does not exist here, and the sandbox says so
         pytest.skip(f"{case}: {row['observed']}")
-    assert row["contained"] is True, row
+    assert row["contained"] is True, f"{case}: expected {row['expected']}; {row['observed']}"
 
 
 # ------------------------------------------------------------------------------------------------
