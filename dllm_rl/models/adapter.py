@@ -174,6 +174,7 @@ class DiffusionLM:
     mask_positions: bool = False
     keeps_logits: bool = False
     keeps_row_logits: bool = False
+    runner: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.mask_format not in ("4d", "2d"):
@@ -194,6 +195,11 @@ class DiffusionLM:
     @property
     def eot_token_id(self) -> int | None:
         return self.ids.eot
+
+    @property
+    def network(self) -> nn.Module:
+        """The module forwards go through: the engine's wrapper, or the model."""
+        return self.model if self.runner is None else self.runner
 
     @property
     def device(self) -> torch.device:
@@ -244,7 +250,7 @@ class DiffusionLM:
             if self.shift_logits:
                 rows = (rows - 1).clamp_(min=0)  # position 0 reuses its own row, as below
             kwargs["logits_to_keep"] = rows
-        out = self.model(input_ids=input_ids, attention_mask=mask, **kwargs)
+        out = self.network(input_ids=input_ids, attention_mask=mask, **kwargs)
         logits = out.logits if hasattr(out, "logits") else out  # [B, N, V] or [B, K, V]
         if "logits_to_keep" in kwargs:
             return logits  # [B, K, V], already aligned
@@ -282,7 +288,7 @@ class DiffusionLM:
         if self.mask_positions and attention_mask is not None:
             kwargs["position_ids"] = position_ids_from_mask(attention_mask)  # [B, N]
         rows = (positions - 1).clamp(min=0) if self.shift_logits else positions  # [B, K]
-        out = self.model(input_ids=input_ids, attention_mask=mask, logits_to_keep=rows, **kwargs)
+        out = self.network(input_ids=input_ids, attention_mask=mask, logits_to_keep=rows, **kwargs)
         return out.logits if hasattr(out, "logits") else out  # [B, K, V]
 
     def __call__(

@@ -150,38 +150,52 @@ def make_reference(policy: DiffusionLM, needed: bool) -> Reference | None:
     frozen = copy.deepcopy(policy.model).eval()
     frozen.requires_grad_(False)
     return Reference(
-        dataclasses.replace(policy, model=frozen),
+        dataclasses.replace(policy, model=frozen, runner=None),
         uses_disabled_adapter=False,
     )
 
 
-def build_optimizer(
-    model: torch.nn.Module, config: OptimConfig, total_updates: int
-) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over the trainable parameters and a ``transformers.get_scheduler`` schedule."""
-    from transformers import get_scheduler
+def make_adamw(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters of ``model``.
 
+    Raises:
+        ValueError: nothing trains.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         params,
         lr=config.lr,
         betas=tuple(config.betas),
         eps=config.eps,
         weight_decay=config.weight_decay,
     )
-    scheduler = get_scheduler(
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_updates: int) -> Any:
+    """The ``transformers.get_scheduler`` schedule of ``optimizer`` over ``total_updates``."""
+    from transformers import get_scheduler
+
+    return get_scheduler(
         config.lr_scheduler,
         optimizer,
         num_warmup_steps=config.warmup_steps,
         num_training_steps=total_updates,
     )
-    return optimizer, scheduler
+
+
+def build_optimizer(
+    model: torch.nn.Module, config: OptimConfig, total_updates: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters and its schedule (one process, no engine)."""
+    optimizer = make_adamw(model, config)
+    return optimizer, make_scheduler(optimizer, config, total_updates)
 
 
 def make_accelerator(device: str = "auto") -> Any:
-    """An ``accelerate.Accelerator`` (CPU when asked or when no accelerator is present)."""
+    """An ``accelerate.Accelerator`` for evaluation (CPU when asked or when no accelerator is
+    present); training builds its own for the engine it runs (:mod:`dllm_rl.run.engine`)."""
     from accelerate import Accelerator
 
     return Accelerator(cpu=device == "cpu")

@@ -3,14 +3,18 @@
 A checkpoint is a folder ``checkpoints/step-000010/``::
 
     model/              save_pretrained: the full model and tokenizer, or the LoRA adapter only
-    optimizer.pt        optimizer state
+                        (consolidated from every rank's shard under ZeRO-3 / FSDP2)
+    optimizer.pt        optimizer state (plain and DDP engines)
+    engine/             a sharded engine's own state, written by every rank: DeepSpeed's
+                        partitioned optimizer and master weights, or FSDP2's rank-R.pt shards
     scheduler.pt        learning-rate scheduler state
     rng.pt              per process: torch CPU and CUDA, python and numpy RNG states, and the state
                         of every generator a trainer registered
     trainer_state.json  step, data position, skipped updates, and whatever else the trainer needs
     metrics.jsonl       the run's metric rows up to this step (the history plots are drawn from)
 
-It is written into ``checkpoints/.tmp-step-000010``, flushed to disk and renamed into place; then
+It is written into ``checkpoints/.tmp-step-000010`` (:func:`begin_checkpoint` on the main process,
+then every rank's engine state, then :func:`commit_checkpoint`), flushed to disk and renamed into place; then
 the one-line file ``checkpoints/latest`` is replaced atomically. A process killed at any point while
 saving leaves the previous checkpoint intact and ``latest`` pointing at it; the half-written
 ``.tmp-*`` folder is removed by the next save.
@@ -56,10 +60,23 @@ def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_model(model: torch.nn.Module, folder: Path, tokenizer: Any | None = None) -> None:
-    """``save_pretrained`` of the model (adapter only for a PEFT model) and its tokenizer."""
+def save_model(
+    model: torch.nn.Module,
+    folder: Path,
+    tokenizer: Any | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """``save_pretrained`` of the model (adapter only for a PEFT model) and its tokenizer.
+
+    Args:
+        state_dict: the weights to write instead of the module's own (a sharded engine's
+            consolidated state dict; a PEFT model keeps only its adapter's entries).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
+    if state_dict is None:
+        model.save_pretrained(str(folder))
+    else:
+        model.save_pretrained(str(folder), state_dict=dict(state_dict))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))
 
@@ -194,6 +211,73 @@ def _copy_metrics(source: Path, dest: Path, step: int) -> None:
     dest.write_text("".join(line + "\n" for line in lines))
 
 
+def staging_folder(root: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` is written before it is renamed into place."""
+    return root / f".tmp-{checkpoint_name(step)}"
+
+
+def begin_checkpoint(
+    root: Path,
+    state: TrainerState,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    generators: dict[str, torch.Generator] | None = None,
+    tokenizer: Any | None = None,
+    rng: dict[str, Any] | None = None,
+    metrics_file: Path | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write everything but an engine's own state into :func:`staging_folder` (main process).
+
+    Args:
+        optimizer: None when the engine saves its partitioned optimizer state itself.
+        rng: the random states to store (``{"ranks": [...]}`` from every process); default: this
+            process's (:func:`rng_state` of ``generators``).
+        metrics_file: the run's ``metrics.jsonl``; its rows up to ``state.step`` are copied in.
+        model_state: consolidated weights of a sharded model (:func:`save_model`).
+
+    Returns:
+        The staging folder.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    clean_stale(root)
+    tmp = staging_folder(root, state.step)
+    save_model(model, tmp / "model", tokenizer, state_dict=model_state)
+    _pause_for_tests(state.step)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(rng if rng is not None else rng_state(generators or {}), tmp / "rng.pt")
+    if metrics_file is not None and metrics_file.is_file():
+        _copy_metrics(metrics_file, tmp / "metrics.jsonl", state.step)
+    payload = {"step": state.step, "data_position": state.data_position, "extra": state.extra}
+    (tmp / "trainer_state.json").write_text(json.dumps(payload, indent=2) + "\n")
+    return tmp
+
+
+def commit_checkpoint(root: Path, step: int, save_total_limit: int | None = None) -> Path:
+    """Flush the staging folder of ``step`` to disk, rename it into place and point ``latest``
+    at it (main process, after every rank wrote its share).
+
+    Returns:
+        The checkpoint folder.
+    """
+    name = checkpoint_name(step)
+    final, tmp, old = root / name, staging_folder(root, step), root / f".old-{name}"
+    _fsync_tree(tmp)
+    if final.exists():  # the same step saved again (a resumed branch): swap, then drop the old
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync(root)
+    _write_latest(root, name)
+    shutil.rmtree(old, ignore_errors=True)
+    if save_total_limit:
+        prune_checkpoints(root, save_total_limit)
+    return final
+
+
 def save_checkpoint(
     root: Path,
     state: TrainerState,
@@ -207,39 +291,24 @@ def save_checkpoint(
     rng: dict[str, Any] | None = None,
     metrics_file: Path | None = None,
 ) -> Path:
-    """Write a checkpoint for ``state.step`` under ``root`` (the run's ``checkpoints/``).
-
-    Args:
-        rng: the random states to store (``{"ranks": [...]}`` from every process); default: this
-            process's (:func:`rng_state` of ``generators``).
-        metrics_file: the run's ``metrics.jsonl``; its rows up to ``state.step`` are copied in.
+    """Write a whole checkpoint for ``state.step`` under ``root`` (one process, no sharded
+    engine): :func:`begin_checkpoint` then :func:`commit_checkpoint`.
 
     Returns:
         The checkpoint folder.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    clean_stale(root)
-    name = checkpoint_name(state.step)
-    final, tmp, old = root / name, root / f".tmp-{name}", root / f".old-{name}"
-    save_model(model, tmp / "model", tokenizer)
-    _pause_for_tests(state.step)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng if rng is not None else rng_state(generators or {}), tmp / "rng.pt")
-    if metrics_file is not None and metrics_file.is_file():
-        _copy_metrics(metrics_file, tmp / "metrics.jsonl", state.step)
-    payload = {"step": state.step, "data_position": state.data_position, "extra": state.extra}
-    (tmp / "trainer_state.json").write_text(json.dumps(payload, indent=2) + "\n")
-    _fsync_tree(tmp)
-    if final.exists():  # the same step saved again (a resumed branch): swap, then drop the old
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync(root)
-    _write_latest(root, name)
-    shutil.rmtree(old, ignore_errors=True)
-    if save_total_limit:
-        prune_checkpoints(root, save_total_limit)
-    return final
+    begin_checkpoint(
+        root,
+        state,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generators=generators,
+        tokenizer=tokenizer,
+        rng=rng,
+        metrics_file=metrics_file,
+    )
+    return commit_checkpoint(root, state.step, save_total_limit)
 
 
 def _write_latest(root: Path, name: str) -> None:
@@ -302,7 +371,7 @@ def load_checkpoint(
     path: Path,
     *,
     model: torch.nn.Module | None,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     generators: dict[str, torch.Generator] | None = None,
     restore_random: bool = True,
@@ -312,13 +381,15 @@ def load_checkpoint(
 
     Args:
         model: None leaves the weights for a later :func:`load_model_weights`.
+        optimizer: None leaves the optimizer to the engine that saved its own state.
         restore_random: also set the random states now (a trainer loop that restores them just
             before its first step passes False and calls :func:`load_rng` then).
         rank: whose random states to restore.
     """
     if model is not None:
         load_model_weights(model, path / "model")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     if restore_random:
         restore_rng(load_rng(path, rank), generators or {})

@@ -1,9 +1,11 @@
-"""What every trainer's loop shares: the session (processes, model, optimizer, run directory,
-metrics, checkpoints), the seeded data order, and the cross-process sums.
+"""What every trainer's loop shares: the session (processes, engine, model, optimizer, run
+directory, metrics, checkpoints), the seeded data order, and the cross-process sums.
 
-Gradients are summed across processes by hand (one all-reduce per parameter before the optimizer
-step), not averaged by DDP: every trainer weighs its losses with the global normaliser, so the sum
-is the gradient of the whole step's loss whatever the split into micro-batches and processes.
+Gradients go through the engine the launch chose (:mod:`dllm_rl.run.engine`: plain, DDP,
+DeepSpeed ZeRO-2/3, FSDP2). Every trainer weighs its losses with the step's global normaliser and
+hands them to :func:`run_calls`, which makes the same number of forward/backward calls on every
+process; the engine turns them into the gradient of the whole step's loss, whatever the split
+into micro-batches and processes.
 
 Robustness lives here too, so every trainer gets it by using the loop:
 
@@ -21,11 +23,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shlex
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,35 @@ from typing import Any
 import torch
 
 from dllm_rl.models.adapter import DiffusionLM
-from dllm_rl.run.build import build_optimizer, derive_seed, load_policy, make_accelerator
+from dllm_rl.run.build import (
+    Reference,
+    derive_seed,
+    load_policy,
+    make_adamw,
+    make_reference,
+    make_scheduler,
+)
 from dllm_rl.run.checkpoint import (
     TrainerState,
+    begin_checkpoint,
+    commit_checkpoint,
     load_checkpoint,
     load_model_weights,
     load_rng,
     resolve_checkpoint,
     restore_rng,
     rng_state,
-    save_checkpoint,
+    staging_folder,
 )
 from dllm_rl.run.cli import to_dict
+from dllm_rl.run.engine import (
+    Engine,
+    EngineSpec,
+    LaunchError,
+    build_engine,
+    engine_spec,
+    make_accelerator,
+)
 from dllm_rl.run.metrics import MetricsLogger, truncate_after
 from dllm_rl.run.rundir import RunDir, agree_on_output_dir, create_run_dir
 
@@ -89,6 +107,47 @@ def all_reduce_sum(session: Session, x: torch.Tensor) -> torch.Tensor:
     y = x.to(session.device).clone()
     dist.all_reduce(y, op=dist.ReduceOp.SUM)
     return y.to(x.device)
+
+
+def agree_max(session: Session, n: int) -> int:
+    """The largest ``n`` over processes."""
+    if session.world_size == 1:
+        return n
+    import torch.distributed as dist
+
+    y = torch.tensor([n], dtype=torch.long, device=session.device)
+    dist.all_reduce(y, op=dist.ReduceOp.MAX)
+    return int(y.item())
+
+
+def run_calls(
+    session: Session,
+    calls: Sequence[Callable[[], torch.Tensor]],
+    padding: Callable[[], Sequence[Callable[[], torch.Tensor]]],
+) -> int:
+    """Back-propagate every call's loss through the engine, as many calls on every process.
+
+    Each call runs its forward(s) and returns its share of the step's loss (with the global
+    normaliser). The processes agree on the largest call count; one with fewer calls pads with
+    ``padding()``'s calls (zero-weighted: their gradient is exactly zero), repeated as needed.
+    Engines that shard parameters communicate in every forward, so a trainer gives them calls of
+    one shape (padding included); the step's last call is flagged to the engine (DDP reduces
+    there).
+
+    Returns:
+        The number of padding calls this process made.
+    """
+    n = agree_max(session, len(calls))
+    todo = list(calls)
+    while len(todo) < n:
+        extra = list(padding())
+        if not extra:
+            raise RuntimeError("run_calls: the padding gives no call")
+        todo.extend(extra)
+    for i, call in enumerate(todo[:n]):
+        with session.engine.micro_step(last=i == n - 1):
+            session.backward(call())
+    return n - len(calls)
 
 
 def gather_rows(session: Session, x: torch.Tensor, pad: bool = False) -> torch.Tensor:
@@ -173,26 +232,13 @@ class StopSignals:
         self._previous.clear()
 
 
-def check_launch(env: dict[str, str] | None = None) -> None:
-    """Refuse launch modes the trainers do not implement, before anything loads.
-
-    The loop sums gradients by hand and never wraps the model (no ``accelerator.prepare``), so a
-    DeepSpeed or FSDP launch would silently train an unsharded, unscaled model.
+def check_launch(env: dict[str, str] | None = None) -> EngineSpec:
+    """The engine the launch asks for, checked before anything loads.
 
     Raises:
-        RuntimeError: a DeepSpeed or FSDP accelerate config, with what to use instead.
+        LaunchError: a launch mode without tests behind it, named, with what to use instead.
     """
-    env = os.environ if env is None else env
-    for var, name in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP")):
-        if env.get(var, "").lower() in ("1", "true", "yes"):
-            raise RuntimeError(
-                f"launched with a {name} accelerate config ({var}=true), which the dllm-rl "
-                "trainers do not support yet: their loop sums gradients across processes itself "
-                "and does not hand the model to accelerate.prepare, so ZeRO/FSDP sharding, "
-                "its loss scaling and its checkpoints would not apply. Use "
-                "scripts/accelerate/multi_gpu.yaml (or multi_node.yaml), with model.lora.enabled="
-                "true and model.gradient_checkpointing=true for 7-8B models."
-            )
+    return engine_spec(env)
 
 
 # ----------------------------------------------------------------------------- the session
@@ -215,8 +261,15 @@ class Session:
     argv: list[str] = field(default_factory=list)
     resumed_from: Path | None = None
     extra_generators: dict[str, torch.Generator] = field(default_factory=dict)
+    engine: Engine | None = None
+    reference: Reference | None = None
     _bad_loss: bool = False
-    _weights_loaded: bool = False
+
+    def __post_init__(self) -> None:
+        if self.engine is None:  # a session built by hand (benchmarks): one process, plain
+            self.engine = build_engine(EngineSpec("plain"), self.accelerator)
+            self.engine.policy, self.engine.optimizer = self.policy, self.optimizer
+            self.engine.max_grad_norm = self.config.training.max_grad_norm
 
     @property
     def rank(self) -> int:
@@ -235,13 +288,19 @@ class Session:
         return self.accelerator.device
 
     def trainable(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.policy.model.parameters() if p.requires_grad]
+        return self.engine.trainable()
+
+    def full_parameters(self) -> Any:
+        """Context for forwards whose count may differ across processes (rollouts, evaluation,
+        no-grad log-prob passes): every process holds the full parameters within it."""
+        return self.engine.full_parameters()
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Accumulate ``d loss`` (already weighted by the global normaliser) into ``.grad``.
+        """Accumulate ``d loss`` (already weighted by the global normaliser) through the engine.
 
-        A non-finite loss is not back-propagated; the next :meth:`optimizer_step` skips its
-        update on every process.
+        A non-finite loss is still back-propagated, as NaN (every process must make the same
+        calls): the gradient norm is then NaN on every process and :meth:`optimizer_step`
+        skips the update everywhere.
         """
         if not bool(torch.isfinite(loss.detach()).all()):
             if not self._bad_loss:
@@ -249,40 +308,23 @@ class Session:
                     "step %d: non-finite loss (%s)", self.state.step + 1, float(loss.detach())
                 )
             self._bad_loss = True
-            return
-        loss.backward()
+            loss = loss * math.nan  # NaN gradients whatever made the loss infinite
+        self.engine.backward(loss)
 
     def optimizer_step(self) -> float:
-        """Sum gradients across processes, clip, step; returns the pre-clip gradient norm.
+        """Clip and step through the engine; returns the pre-clip gradient norm of the summed
+        gradient.
 
         A non-finite loss on any process (seen by :meth:`backward`) or a non-finite gradient norm
         skips the update on every process (counted in ``skipped_updates``); the returned norm is
-        then NaN for a bad loss.
+        then NaN for a bad loss. The schedule advances either way.
         """
-        params = self.trainable()
         bad = self._bad_loss
         self._bad_loss = False
-        for p in params:  # a step that back-propagated nothing (no rows trained) still steps
-            if p.grad is None:  # AdamW, as a zero gradient would (momentum, weight decay)
-                p.grad = torch.zeros_like(p)
         if self.world_size > 1:
-            import torch.distributed as dist
-
-            flag = torch.tensor([float(bad)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.SUM)
-            bad = bool(flag.item() > 0)
-            if not bad:
-                for p in params:
-                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        if bad:
-            norm = math.nan
-        else:
-            max_norm = self.config.training.max_grad_norm
-            limit = math.inf if max_norm is None else max_norm
-            norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
-        if math.isfinite(norm):
-            self.optimizer.step()
-        else:
+            bad = agree_max(self, int(bad)) > 0
+        norm = self.engine.step(bad)
+        if not math.isfinite(norm):
             self.skipped_updates += 1
             logger.warning(
                 "step %d: %s: update skipped (%d skipped so far)",
@@ -291,7 +333,6 @@ class Session:
                 self.skipped_updates,
             )
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         return norm
 
     # ------------------------------------------------------------------ generators
@@ -311,13 +352,9 @@ class Session:
             restore_rng(load_rng(self.resumed_from, self.rank), self.generators())
 
     def finish_resume(self) -> None:
-        """Load the checkpoint's weights into the policy and restore the random states (the
-        loop calls this just before its first step; once per run)."""
-        if self.resumed_from is None:
-            return
-        if not self._weights_loaded:
-            load_model_weights(self.policy.model, self.resumed_from / "model")
-            self._weights_loaded = True
+        """Restore the random states of the checkpoint the run resumed from (the loop calls
+        this just before its first step, so whatever the trainer drew while building does not
+        matter)."""
         self.restore_random_states()
 
     # ------------------------------------------------------------------ checkpoints
@@ -330,26 +367,38 @@ class Session:
         return {"ranks": list(gather_object([mine]))}
 
     def save(self) -> Path | None:
-        """A checkpoint of the current state (main process writes; all wait)."""
+        """A checkpoint of the current state: the main process writes the consolidated weights,
+        schedule and states, every process its share of a sharded engine's state; all wait."""
         self.state.extra.update(
             skipped_updates=self.skipped_updates,
             bad_steps_in_a_row=self.bad_steps_in_a_row,
             last_good_step=self.last_good_step,
+            engine=self.engine.name,
+            processes=self.world_size,
         )
         rng = self._every_rng()  # collective: every process takes part
-        path = None
+        weights = self.engine.model_state_dict()  # collective for sharded engines
+        own = self.engine.saves_own_state
+        root = self.run.checkpoints
         if self.is_main:
-            path = save_checkpoint(
-                self.run.checkpoints,
+            begin_checkpoint(
+                root,
                 self.state,
                 model=self.policy.model,
-                optimizer=self.optimizer,
+                model_state=weights,
+                optimizer=None if own else self.optimizer,
                 scheduler=self.scheduler,
                 tokenizer=self.policy.tokenizer,
-                save_total_limit=self.config.run.save_total_limit,
                 rng=rng,
                 metrics_file=self.run.metrics,
             )
+        self.accelerator.wait_for_everyone()
+        if own:
+            self.engine.save_state(staging_folder(root, self.state.step) / "engine")
+            self.accelerator.wait_for_everyone()
+        path = None
+        if self.is_main:
+            path = commit_checkpoint(root, self.state.step, self.config.run.save_total_limit)
             logger.info("checkpoint: %s", path)
         self.accelerator.wait_for_everyone()
         return path
@@ -382,8 +431,15 @@ def _restore_run_files(session: Session, path: Path) -> None:
             logger.info("%s: dropped %d row(s) logged after step %d", f.name, dropped, step)
 
 
-def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: int = 1) -> Session:
-    """Processes, run directory, policy, optimizer and schedule; resumes when asked.
+def start_session(
+    config: Any,
+    recipe: str,
+    argv: list[str],
+    updates_per_step: int = 1,
+    needs_reference: bool = False,
+) -> Session:
+    """Processes, engine, run directory, policy (and reference), optimizer and schedule;
+    resumes when asked.
 
     Args:
         config: a trainer config with ``run``, ``model`` and ``training`` sections.
@@ -391,14 +447,21 @@ def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: i
         argv: the command line (written to ``command.txt``).
         updates_per_step: optimizer steps per training step (the schedule's length is
             ``max_steps * updates_per_step``).
+        needs_reference: build the reference policy (``session.reference``): the PEFT model
+            with adapters disabled, or a frozen copy made before the engine shards the policy.
 
     Raises:
-        RuntimeError: a launch mode the loop does not support (:func:`check_launch`).
+        LaunchError: a launch mode the loop does not support (:func:`check_launch`), or a
+            checkpoint written under another engine.
         FileNotFoundError: ``resume_from`` names no checkpoint.
     """
-    check_launch()
+    spec = check_launch()
     run = config.run
-    accelerator = make_accelerator(run.device)
+    accelerator = make_accelerator(spec, run.device)
+    if accelerator.num_processes != spec.world_size:
+        raise RuntimeError(
+            f"WORLD_SIZE={spec.world_size} but accelerate started {accelerator.num_processes}"
+        )
     if getattr(accelerator, "mixed_precision", "no") != "no":
         logger.warning(
             "accelerate mixed_precision=%s is ignored: the parameters' dtype is model.dtype "
@@ -412,6 +475,7 @@ def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: i
     resume = None
     if run.resume_from:  # resolved before anything loads, so a wrong path fails at once
         resume = resolve_checkpoint(run.resume_from, rundir.checkpoints)
+        check_same_engine(resume, spec)
     if accelerator.is_main_process:
         rundir = create_run_dir(root, config, argv, accelerator.num_processes)
     accelerator.wait_for_everyone()
@@ -422,33 +486,30 @@ def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: i
         for p in policy.model.parameters():
             if p.requires_grad:
                 dist.broadcast(p.data, src=0)
-    optimizer, scheduler = build_optimizer(
-        policy.model, config.training, run.max_steps * updates_per_step
+    # Before the engine: a frozen copy cannot be made of ZeRO-3/FSDP2 shards, and on resume the
+    # reference is the initial model, not the checkpoint's weights.
+    reference = make_reference(policy, needs_reference)
+    engine = build_engine(spec, accelerator)
+    training = config.training
+    optimizer = engine.prepare(
+        policy, lambda model: make_adamw(model, training), training.max_grad_norm
     )
+    scheduler = make_scheduler(optimizer, training, run.max_steps * updates_per_step)
+    logger.info("engine: %s", spec.describe)
     session = Session(
-        accelerator, policy, optimizer, scheduler, rundir, config, recipe=recipe, argv=list(argv)
+        accelerator,
+        policy,
+        optimizer,
+        scheduler,
+        rundir,
+        config,
+        recipe=recipe,
+        argv=list(argv),
+        engine=engine,
+        reference=reference,
     )
     if resume is not None:
-        # The weights land when the loop starts (Session.finish_resume): a frozen reference the
-        # trainer copies from the policy in between must be the initial model, as in the run
-        # that was interrupted, not the checkpoint's weights.
-        session.state = load_checkpoint(
-            resume,
-            model=None,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            restore_random=False,
-        )
-        extra = session.state.extra
-        session.skipped_updates = int(extra.get("skipped_updates", 0))
-        session.bad_steps_in_a_row = int(extra.get("bad_steps_in_a_row", 0))
-        session.last_good_step = int(extra.get("last_good_step", session.state.step))
-        session.resumed_from = resume
-        session.restore_random_states()  # and again with the weights in finish_resume
-        if accelerator.is_main_process:
-            _restore_run_files(session, resume)
-        accelerator.wait_for_everyone()
-        logger.info("resumed from %s at step %d", resume, session.state.step)
+        _resume(session, resume)
     session.metrics = MetricsLogger(
         rundir.root,
         run.max_steps,
@@ -459,6 +520,53 @@ def start_session(config: Any, recipe: str, argv: list[str], updates_per_step: i
         start_step=session.state.step,
     )
     return session
+
+
+def check_same_engine(checkpoint: Path, spec: EngineSpec) -> None:
+    """A checkpoint with a sharded engine's state resumes under that engine and process count.
+
+    Raises:
+        LaunchError: with the launch that wrote it.
+    """
+    import json
+
+    extra = json.loads((checkpoint / "trainer_state.json").read_text()).get("extra", {})
+    engine, processes = extra.get("engine", "plain"), int(extra.get("processes", 1))
+    sharded = {"zero2", "zero3", "fsdp2"}
+    if engine not in sharded and spec.name not in sharded:
+        return  # plain and DDP checkpoints hold whole weights and optimizer: interchangeable
+    if (engine, processes) != (spec.name, spec.world_size):
+        raise LaunchError(
+            f"{checkpoint} was written by the {engine} engine on {processes} process(es), whose "
+            f"optimizer state is partitioned; this launch is {spec.describe}: resume with the "
+            "launch config and --num_processes that wrote it"
+        )
+
+
+def _resume(session: Session, resume: Path) -> None:
+    """Weights, optimizer, schedule, counters and metric history of checkpoint ``resume``."""
+    own = session.engine.saves_own_state
+    session.state = load_checkpoint(
+        resume,
+        model=None,
+        optimizer=None if own else session.optimizer,
+        scheduler=session.scheduler,
+        restore_random=False,
+    )
+    if own:
+        session.engine.load_state(resume / "engine")
+    else:
+        load_model_weights(session.policy.model, resume / "model")
+    extra = session.state.extra
+    session.skipped_updates = int(extra.get("skipped_updates", 0))
+    session.bad_steps_in_a_row = int(extra.get("bad_steps_in_a_row", 0))
+    session.last_good_step = int(extra.get("last_good_step", session.state.step))
+    session.resumed_from = resume
+    session.restore_random_states()  # and again just before the first step (finish_resume)
+    if session.is_main:
+        _restore_run_files(session, resume)
+    session.accelerator.wait_for_everyone()
+    logger.info("resumed from %s at step %d", resume, session.state.step)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -508,7 +616,7 @@ class TrainLoop:
         s.bad_steps_in_a_row += 1
         if limit is None or s.bad_steps_in_a_row <= limit:
             return
-        finite = all(bool(torch.isfinite(p).all()) for p in s.trainable())
+        finite = s.engine.weights_finite()
         path = s.save() if finite else None
         self._saved_at = step if finite else self._saved_at
         s.metrics.close()

@@ -54,7 +54,7 @@ from dllm_rl.rollout.config import SamplerConfig
 from dllm_rl.rollout.trajectory import Trajectory
 from dllm_rl.rollout.worker import RolloutBatch, RolloutWorker
 from dllm_rl.run.build import Reference, derive_seed, generator
-from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, gather_rows
+from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, gather_rows, run_calls
 
 logger = logging.getLogger(__name__)
 
@@ -191,76 +191,108 @@ def _token_loss(
     return loss, terms, kl
 
 
-def trajectory_backward(
+Call = Callable[[], torch.Tensor]
+"""One forward/backward unit of a step: runs its forward(s) and returns the loss to
+back-propagate (:func:`~dllm_rl.trainers.common.run_calls`)."""
+
+
+def trajectory_calls(
     model: DiffusionLM,
     buf: Buffer,
     rows: torch.Tensor,
     config: GRPOConfig,
-    backward: Callable[[torch.Tensor], None],
-    stats: LossStats,
+    stats: LossStats | None,
     first_iteration: bool,
-) -> None:
-    """CJ-GRPO loss of one micro-batch, backward per chunk of ``steps_per_backward`` steps."""
+    skip_empty: bool = True,
+) -> list[Call]:
+    """CJ-GRPO loss of one micro-batch as calls of ``steps_per_backward`` decoding steps each.
+
+    Args:
+        stats: where the counted tokens' sums go; None for a zero-weighted padding call.
+        skip_empty: leave out the decoding steps at which no counted token was committed (they
+            add nothing). Off, every micro-batch makes the same calls with the same forwards,
+            which engines that shard parameters need (every forward communicates).
+    """
     traj = buf.traj[rows]
     weights, counted, adv = buf.weights[rows], buf.counted[rows], buf.advantages[rows]
+    if stats is None:
+        weights = torch.zeros_like(weights)
     old = traj.step_logprobs if buf.old is None else buf.old[rows]
     ref = None if buf.ref is None else buf.ref[rows]
     temperature = config.rollout.temperature
     steps, per = traj.num_steps, config.grpo.steps_per_backward
+    wanted = [s for s in range(steps) if not skip_empty or bool(weights.gather(1, traj.committed_at(s)).any())]
+
+    def chunk(decoding_steps: list[int]) -> Call:
+        def call() -> torch.Tensor:
+            part = None
+            for s in decoding_steps:
+                where = traj.committed_at(s)  # [n, k]
+                w = weights.gather(1, where)  # [n, k]
+                out = trajectory_step_logps(
+                    model, traj, s, temperature, with_entropy=first_iteration and stats is not None
+                )
+                loss, terms, kl = _token_loss(
+                    out.logps,
+                    old.gather(1, where),
+                    adv[:, None].expand_as(w),
+                    None if ref is None else ref.gather(1, where),
+                    config,
+                )
+                term = (w * loss).sum()
+                if stats is not None:
+                    stats.forwards += 1
+                    stats.add(
+                        counted.gather(1, where), terms, kl, out.entropy, term.detach(),
+                        first_iteration,
+                    )
+                part = term if part is None else part + term
+            return part
+
+        return call
+
+    calls = []
     for start in range(0, steps, per):
-        part = None
-        for s in range(start, min(start + per, steps)):
-            where = traj.committed_at(s)  # [n, k]
-            w = weights.gather(1, where)  # [n, k]
-            if not bool(w.any()):
-                continue  # no counted token committed at s: the step adds nothing
-            out = trajectory_step_logps(model, traj, s, temperature, with_entropy=first_iteration)
-            stats.forwards += 1
-            loss, terms, kl = _token_loss(
-                out.logps,
-                old.gather(1, where),
-                adv[:, None].expand_as(w),
-                None if ref is None else ref.gather(1, where),
-                config,
-            )
-            term = (w * loss).sum()
-            stats.add(
-                counted.gather(1, where), terms, kl, out.entropy, term.detach(), first_iteration
-            )
-            part = term if part is None else part + term
-        if part is not None:
-            backward(part)
+        chosen = [s for s in wanted if start <= s < start + per]
+        if chosen:
+            calls.append(chunk(chosen))
+    return calls
 
 
-def one_step_backward(
+def one_step_calls(
     model: DiffusionLM,
     buf: Buffer,
     rows: torch.Tensor,
     iteration: int,
     config: GRPOConfig,
-    backward: Callable[[torch.Tensor], None],
-    stats: LossStats,
-) -> None:
-    """d1's one-step loss of one micro-batch: one forward, one backward."""
-    traj = buf.traj[rows]
-    masked = buf.prompt_masks[iteration][rows]
-    logps, entropy = one_step_logps(
-        model,
-        traj.prompt_ids,
-        traj.prompt_mask,
-        traj.completion_ids,
-        masked,
-        config.rollout.temperature,
-        with_entropy=iteration == 0,
-    )  # [n, L]
-    stats.forwards += 1
-    old = logps.detach() if buf.old is None else buf.old[iteration][rows]
-    ref = None if buf.ref is None else buf.ref[iteration][rows]
-    adv = buf.advantages[rows][:, None].expand_as(logps)
-    loss, terms, kl = _token_loss(logps, old, adv, ref, config)
-    term = (buf.weights[rows] * loss).sum()
-    stats.add(buf.counted[rows], terms, kl, entropy, term.detach(), iteration == 0)
-    backward(term)
+    stats: LossStats | None,
+) -> list[Call]:
+    """d1's one-step loss of one micro-batch: one call (one forward, one backward)."""
+
+    def call() -> torch.Tensor:
+        traj = buf.traj[rows]
+        masked = buf.prompt_masks[iteration][rows]
+        logps, entropy = one_step_logps(
+            model,
+            traj.prompt_ids,
+            traj.prompt_mask,
+            traj.completion_ids,
+            masked,
+            config.rollout.temperature,
+            with_entropy=iteration == 0 and stats is not None,
+        )  # [n, L]
+        old = logps.detach() if buf.old is None else buf.old[iteration][rows]
+        ref = None if buf.ref is None else buf.ref[iteration][rows]
+        adv = buf.advantages[rows][:, None].expand_as(logps)
+        loss, terms, kl = _token_loss(logps, old, adv, ref, config)
+        weights = buf.weights[rows] if stats is not None else torch.zeros_like(buf.weights[rows])
+        term = (weights * loss).sum()
+        if stats is not None:
+            stats.forwards += 1
+            stats.add(buf.counted[rows], terms, kl, entropy, term.detach(), iteration == 0)
+        return term
+
+    return [call]
 
 
 # ----------------------------------------------------------------------------- no-grad passes
@@ -341,14 +373,15 @@ class GRPOTrainer:
         mine = indices[s.rank * lp : (s.rank + 1) * lp]
         every = [self.records[i]["prompt"] for i in indices]
         width = max(len(t) for t in self.worker.prompt_tokens(every))
-        return self.worker.rollout(
-            [self.records[i] for i in mine],
-            self.config.grpo.num_generations,
-            self.sampler(),
-            self.chunk_generator("rollout", step),
-            group_offset=s.rank * lp,
-            prompt_width=width,
-        )
+        with s.full_parameters():
+            return self.worker.rollout(
+                [self.records[i] for i in mine],
+                self.config.grpo.num_generations,
+                self.sampler(),
+                self.chunk_generator("rollout", step),
+                group_offset=s.rank * lp,
+                prompt_width=width,
+            )
 
     def make_buffer(self, step: int, batch: RolloutBatch) -> tuple[Buffer, dict[str, float]]:
         """Advantages, token weights, and the no-grad old/reference passes."""
@@ -366,9 +399,25 @@ class GRPOTrainer:
         weights = token_weights(counted, traj.unmask_step, g.loss_type, totals)
         buf = Buffer(traj, advantages, weights, counted, global_rewards=total)
         buf.trained = trained_rows(advantages, g.skip_zero_advantage and self.reference is None)
+        start = time.perf_counter()
+        with s.full_parameters():
+            forwards = self.no_grad_passes(step, buf)
+        group_std = total.view(-1, g.num_generations).std(dim=1)
+        info = {
+            "forwards_reference": forwards,
+            "time/reference_s": time.perf_counter() - start,
+            "frac_reward_zero_std": float((group_std < 1e-6).float().mean()),
+        }
+        trained = all_reduce_sum(s, torch.tensor([float(len(buf.trained))], dtype=torch.float64))
+        info["trained_fraction"] = float(trained) / len(total)
+        return buf, info
+
+    def no_grad_passes(self, step: int, buf: Buffer) -> int:
+        """The prompt masks (one_step), old and reference log-probs; returns the forwards."""
+        g, s = self.config.grpo, self.session
+        traj, n = buf.traj, len(buf.traj)
         size, temp = g.per_device_batch_size, self.config.rollout.temperature
         forwards = 0
-        start = time.perf_counter()
         if g.estimator == "one_step":
             masks = []
             for it in range(g.num_iterations):
@@ -398,34 +447,37 @@ class GRPOTrainer:
                 with self.reference.active(self.policy.model) as ref:
                     buf.ref, f = trajectory_logps_table(ref, traj, temp, size)
                 forwards += f
-        group_std = total.view(-1, g.num_generations).std(dim=1)
-        info = {
-            "forwards_reference": forwards,
-            "time/reference_s": time.perf_counter() - start,
-            "frac_reward_zero_std": float((group_std < 1e-6).float().mean()),
-        }
-        trained = all_reduce_sum(s, torch.tensor([float(len(buf.trained))], dtype=torch.float64))
-        info["trained_fraction"] = float(trained) / len(total)
-        return buf, info
+        return forwards
 
     def update(self, buf: Buffer, iteration: int, stats: LossStats) -> float:
         """One pass over the buffer and one optimizer step; returns the gradient norm."""
         self.accumulate(buf, iteration, stats)
         return self.session.optimizer_step()
 
+    def calls(
+        self, buf: Buffer, rows: torch.Tensor, iteration: int, stats: LossStats | None
+    ) -> list[Call]:
+        """The calls of one micro-batch (``stats`` None: a zero-weighted padding micro-batch)."""
+        if self.config.grpo.estimator == "one_step":
+            return one_step_calls(self.policy, buf, rows, iteration, self.config, stats)
+        skip = stats is not None and not self.session.engine.spec.shards_parameters
+        return trajectory_calls(
+            self.policy, buf, rows, self.config, stats, iteration == 0, skip_empty=skip
+        )
+
     def accumulate(self, buf: Buffer, iteration: int, stats: LossStats) -> None:
-        """One pass over the buffer in micro-batches: the step's gradient lands in ``.grad``."""
-        s, g = self.session, self.config.grpo
-        model = self.policy
-        model.model.train()
+        """One pass over the buffer in micro-batches: the step's gradient lands in the engine.
+
+        Every process makes the same number of calls (:func:`run_calls`): a process with fewer
+        trained rows pads with zero-weighted calls on one of its rows.
+        """
+        g = self.config.grpo
+        self.policy.model.train()
         chunks = buf.trained.split(g.per_device_batch_size) if len(buf.trained) else ()
-        for rows in chunks:  # (an empty tensor splits into one empty chunk: nothing to forward)
-            if g.estimator == "trajectory":
-                trajectory_backward(
-                    model, buf, rows, self.config, s.backward, stats, iteration == 0
-                )
-            else:
-                one_step_backward(model, buf, rows, iteration, self.config, s.backward, stats)
+        calls = [c for rows in chunks for c in self.calls(buf, rows, iteration, stats)]
+        padding = buf.trained[:1] if len(buf.trained) else torch.zeros(1, dtype=torch.long)
+        pad = lambda: self.calls(buf, padding.to(buf.weights.device), iteration, None)  # noqa: E731
+        run_calls(self.session, calls, pad)
 
     def step(self, step: int, indices: list[int]) -> tuple[dict[str, float], RolloutBatch]:
         g, s = self.config.grpo, self.session
@@ -500,9 +552,10 @@ class GRPOTrainer:
         per = math.ceil(len(rows) / s.world_size)
         mine = rows[s.rank * per : (s.rank + 1) * per] or rows[:1]
         sampler = self.config.rollout.sampler(temperature=e.temperature)
-        batch = self.worker.rollout(
-            mine, e.num_generations, sampler, self.chunk_generator("eval", step)
-        )
+        with s.full_parameters():
+            batch = self.worker.rollout(
+                mine, e.num_generations, sampler, self.chunk_generator("eval", step)
+            )
         values = gather_rows(s, batch.rewards.values.to(self.policy.device), pad=True)
         totals = gather_rows(s, batch.rewards.total.to(self.policy.device), pad=True)
         out = {"eval/reward": float(totals.nanmean())}
@@ -618,7 +671,6 @@ def build_trainer(
 ) -> GRPOTrainer:
     """Everything a run needs, from the config (``records``: prompts given directly, instead of
     ``config.data``)."""
-    from dllm_rl.run.build import make_reference
     from dllm_rl.trainers.common import start_session
     from rewards.registry import resolve_rewards
 
@@ -631,9 +683,13 @@ def build_trainer(
         eval_records = []
         if config.run.eval_steps:
             eval_records = load_records(config, config.data.eval_split, config.data.eval_options)
-    session = start_session(config, recipe, argv, updates_per_step=config.grpo.num_iterations)
-    if session.world_size != world:
-        raise RuntimeError(f"WORLD_SIZE={world} but accelerate started {session.world_size}")
+    session = start_session(
+        config,
+        recipe,
+        argv,
+        updates_per_step=config.grpo.num_iterations,
+        needs_reference=config.grpo.beta > 0,
+    )
     worker = RolloutWorker(
         session.policy,
         specs,
@@ -641,8 +697,7 @@ def build_trainer(
         chat_template=config.model.chat_template,
         max_prompt_length=config.data.max_prompt_length,
     )
-    reference = make_reference(session.policy, config.grpo.beta > 0)
-    return GRPOTrainer(config, session, worker, plan, records, eval_records, reference)
+    return GRPOTrainer(config, session, worker, plan, records, eval_records, session.reference)
 
 
 def run(config: GRPOConfig, recipe: str, argv: list[str]) -> GRPOTrainer:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from dllm_rl.data.preference import (
 from dllm_rl.objectives.dpo import dpo_loss
 from dllm_rl.objectives.elbo import ElboDraws, draw_elbo_masks, score_elbo
 from dllm_rl.run.build import Reference, derive_seed, generator
-from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum
+from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls
 
 logger = logging.getLogger(__name__)
 
@@ -137,20 +137,30 @@ class PreferenceTrainer:
         first = s.rank * local
         mine = indices[first : first + local]
         self.policy.model.train()
-        sums = torch.zeros(len(METRIC_KEYS) + 1, dtype=torch.float64)  # weighted by pairs
-        tokens = 0
-        for lo in range(0, local, p.per_device_batch_size):
-            rows = mine[lo : lo + p.per_device_batch_size]
-            batch = collate_preference([self.examples[i] for i in rows], self.policy.ids.pad)
-            batch = batch.to(s.device)
-            keys = [(step, first + lo + j) for j in range(len(rows))]
-            out, spread = self.pair_loss(batch, keys, "elbo")
-            s.backward(out.loss * (len(rows) / p.pairs_per_step))
-            values = {**out.metrics(), "elbo/std": spread}
-            sums += torch.tensor(
-                [values[k] * len(rows) for k in METRIC_KEYS] + [len(rows)], dtype=torch.float64
-            )
-            tokens += int(batch.chosen_mask.sum() + batch.rejected_mask.sum()) * draws_per_response(p)
+        acc = {"sums": torch.zeros(len(METRIC_KEYS) + 1, dtype=torch.float64), "tokens": 0}
+
+        def call(lo: int, scale: float = 1.0) -> Callable[[], torch.Tensor]:
+            def run() -> torch.Tensor:
+                rows = mine[lo : lo + p.per_device_batch_size]
+                batch = collate_preference([self.examples[i] for i in rows], self.policy.ids.pad)
+                batch = batch.to(s.device)
+                keys = [(step, first + lo + j) for j in range(len(rows))]
+                out, spread = self.pair_loss(batch, keys, "elbo")
+                if scale:  # weighted by pairs
+                    values = {**out.metrics(), "elbo/std": spread}
+                    acc["sums"] += torch.tensor(
+                        [values[k] * len(rows) for k in METRIC_KEYS] + [len(rows)],
+                        dtype=torch.float64,
+                    )
+                    masks = batch.chosen_mask.sum() + batch.rejected_mask.sum()
+                    acc["tokens"] += int(masks) * draws_per_response(p)
+                return out.loss * (scale * len(rows) / p.pairs_per_step)
+
+            return run
+
+        starts = range(0, local, p.per_device_batch_size)
+        run_calls(s, [call(lo) for lo in starts], lambda: [call(0, scale=0.0)])
+        sums, tokens = acc["sums"], acc["tokens"]
         norm = s.optimizer_step()
         total = all_reduce_sum(s, sums)
         step_s = time.perf_counter() - t0
@@ -169,13 +179,26 @@ class PreferenceTrainer:
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         """Held-out pairs on fixed draws: ``eval/rewards/accuracies``, margins, loss."""
-        s, p = self.session, self.config.preference
+        s = self.session
         rows = list(range(len(self.eval_examples)))
         if not rows:
             return {}
         per = -(-len(rows) // s.world_size)
         mine = rows[s.rank * per : (s.rank + 1) * per]
         self.policy.model.eval()
+        with s.full_parameters():
+            sums = self._eval_sums(mine)
+        loss, acc, margin, n = all_reduce_sum(s, sums).tolist()
+        n = max(n, 1.0)
+        return {
+            "eval/loss": loss / n,
+            "eval/rewards/accuracies": acc / n,
+            "eval/rewards/margins": margin / n,
+        }
+
+    def _eval_sums(self, mine: list[int]) -> torch.Tensor:
+        """``[4]`` float64: loss, accuracy and margin sums and the pair count of ``mine``."""
+        s, p = self.session, self.config.preference
         sums = torch.zeros(4, dtype=torch.float64)
         for lo in range(0, len(mine), p.per_device_batch_size):
             part = mine[lo : lo + p.per_device_batch_size]
@@ -187,13 +210,7 @@ class PreferenceTrainer:
                 [m["loss"] * n, m["rewards/accuracies"] * n, m["rewards/margins"] * n, n],
                 dtype=torch.float64,
             )
-        loss, acc, margin, n = all_reduce_sum(s, sums).tolist()
-        n = max(n, 1.0)
-        return {
-            "eval/loss": loss / n,
-            "eval/rewards/accuracies": acc / n,
-            "eval/rewards/margins": margin / n,
-        }
+        return sums
 
     def train(self) -> None:
         TrainLoop(self.session, len(self.examples), self.config.preference.pairs_per_step).run(
@@ -239,7 +256,6 @@ def build_trainer(
     rows: Sequence[dict[str, Any]] | None = None,
 ) -> PreferenceTrainer:
     """Everything a VRPO/DPO run needs (``rows``: preference rows given directly)."""
-    from dllm_rl.run.build import make_reference
     from dllm_rl.trainers.common import start_session
 
     config.check_batch(int(os.environ.get("WORLD_SIZE", "1")))
@@ -249,15 +265,16 @@ def build_trainer(
     rows = list(rows)
     held = rows[len(rows) - d.eval_rows :] if d.eval_rows else []
     train_rows = rows[: len(rows) - d.eval_rows] if d.eval_rows else rows
-    session = start_session(config, recipe, argv)
+    session = start_session(config, recipe, argv, needs_reference=True)
     tok = session.policy.tokenizer
     kwargs = {"max_prompt_length": d.max_prompt_length, "max_length": d.max_length}
     examples, stats = tokenize_preference(train_rows, tok, **kwargs)
     eval_examples, _ = tokenize_preference(held, tok, **kwargs) if held else ([], None)
     if stats.truncated:
         logger.warning("%d of %d preference pairs were truncated", stats.truncated, stats.rows)
-    reference = make_reference(session.policy, needed=True)
-    return PreferenceTrainer(config, session, reference, examples, eval_examples, stats.truncated)
+    return PreferenceTrainer(
+        config, session, session.reference, examples, eval_examples, stats.truncated
+    )
 
 
 def run(config: PreferenceConfig, recipe: str, argv: list[str]) -> PreferenceTrainer:

@@ -22,7 +22,7 @@ from dllm_rl.config import SFTConfig
 from dllm_rl.data.sft import SFTExample, collate_sft, load_sft, tokenize_sft
 from dllm_rl.objectives.mdlm import draw_sft_masks, mdlm_sft_loss
 from dllm_rl.run.build import derive_seed, generator
-from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum
+from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +115,21 @@ class SFTTrainer:
         )
         totals = all_reduce_sum(s, counts).to(s.device)
         self.policy.model.train()
-        loss_sum, tokens = 0.0, 0
-        for batch, masks, t in micro:
-            per_row, lengths, masked = self.micro_loss(batch, masks, t)
-            part = self.part(per_row, lengths, masked, totals)
-            s.backward(part)
-            loss_sum += float(part.detach())
-            tokens += int(lengths.sum())
+        sums = {"loss": 0.0, "tokens": 0}
+
+        def call(batch, masks, t, scale: float = 1.0) -> Callable[[], torch.Tensor]:
+            def run() -> torch.Tensor:
+                per_row, lengths, masked = self.micro_loss(batch, masks, t)
+                part = self.part(per_row, lengths, masked, totals) * scale
+                if scale:
+                    sums["loss"] += float(part.detach())
+                    sums["tokens"] += int(lengths.sum())
+                return part
+
+            return run
+
+        run_calls(s, [call(*m) for m in micro], lambda: [call(*micro[0], scale=0.0)])
+        loss_sum, tokens = sums["loss"], sums["tokens"]
         norm = s.optimizer_step()
         loss, tokens = all_reduce_sum(s, torch.tensor([loss_sum, float(tokens)])).tolist()
         step_s = time.perf_counter() - t0
@@ -152,6 +160,15 @@ class SFTTrainer:
         per = -(-len(rows) // s.world_size)
         mine = rows[s.rank * per : (s.rank + 1) * per]
         self.policy.model.eval()
+        with s.full_parameters():
+            sums = self._eval_sums(mine)
+        total, n, masked = all_reduce_sum(s, sums).tolist()
+        denominator = n if c.normalization == "response_length" else masked
+        return {"eval/loss": total / max(denominator, 1.0)}
+
+    def _eval_sums(self, mine: list[int]) -> torch.Tensor:
+        """``[3]`` float64: normalised loss sum, rows, masked tokens of this process's rows."""
+        s, c = self.session, self.config.sft
         sums = torch.zeros(3, dtype=torch.float64)  # normalised sum, rows, masked
         for lo in range(0, len(mine), c.per_device_batch_size):
             part = mine[lo : lo + c.per_device_batch_size]
@@ -168,9 +185,7 @@ class SFTTrainer:
             sums += torch.tensor(
                 [value, float(len(part)), float(masked.sum())], dtype=torch.float64
             )
-        total, n, masked = all_reduce_sum(s, sums).tolist()
-        denominator = n if c.normalization == "response_length" else masked
-        return {"eval/loss": total / max(denominator, 1.0)}
+        return sums
 
     def train(self) -> None:
         TrainLoop(self.session, len(self.examples), self.config.sft.batch_size).run(

@@ -1,6 +1,6 @@
 """Every shipped accelerate config parses through accelerate itself (its config classes and the
-checks ``accelerate launch`` runs), sets up the launch it promises, and the launch modes the
-trainers do not implement (DeepSpeed, FSDP) are refused with a message before anything loads."""
+checks ``accelerate launch`` runs), sets up the launch it promises and selects the engine it names;
+the launch modes without tests behind them are refused with a message before anything loads."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ EXPECTED = {
     "deepspeed_zero2.yaml": ("DEEPSPEED", 8, 1),
     "deepspeed_zero3.yaml": ("DEEPSPEED", 8, 1),
     "deepspeed_zero3_offload.yaml": ("DEEPSPEED", 8, 1),
+    "fsdp2.yaml": ("FSDP", 8, 1),
+}
+ENGINE = {
+    "single_gpu.yaml": ("plain", False),
+    "multi_gpu.yaml": ("ddp", False),
+    "multi_node.yaml": ("ddp", False),
+    "deepspeed_zero2.yaml": ("zero2", False),
+    "deepspeed_zero3.yaml": ("zero3", False),
+    "deepspeed_zero3_offload.yaml": ("zero3", True),
+    "fsdp2.yaml": ("fsdp2", False),
 }
 
 
@@ -74,27 +84,81 @@ def test_multi_node_config_launches_its_share_on_each_machine():
         assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", rank, "8")
 
 
-@pytest.mark.parametrize("name", [n for n in EXPECTED if n.startswith("deepspeed")])
-def test_deepspeed_launch_is_refused_with_a_message(name):
-    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+def launch_env(path: Path, *extra: str) -> dict[str, str]:
+    """The environment ``accelerate launch --config_file path`` gives the trainer."""
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
 
-    args, defaults = validated(CONFIGS / name)
-    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
-    _, env = prepare_deepspeed_cmd_env(args)  # the environment the trainer would start in
-    with pytest.raises(RuntimeError, match="DeepSpeed.*multi_gpu.yaml"):
+    args, defaults = validated(path, *extra)
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        _, env = prepare_deepspeed_cmd_env(args)
+    elif args.multi_gpu or args.use_fsdp:
+        env = prepare_multi_gpu_env(args)
+    else:
+        env = {}
+    env.setdefault("WORLD_SIZE", str(args.num_processes))
+    return dict(env)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_each_config_selects_its_engine(path):
+    spec = check_launch(launch_env(path))
+    assert (spec.name, spec.offload) == ENGINE[path.name]
+    assert spec.world_size == EXPECTED[path.name][1]
+
+
+@pytest.mark.parametrize(
+    "env, match",
+    [
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, "stage 1"),
+        (
+            {
+                "ACCELERATE_USE_DEEPSPEED": "true",
+                "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2",
+                "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu",
+            },
+            "stage 2 with offload",
+        ),
+        (
+            {
+                "ACCELERATE_USE_DEEPSPEED": "true",
+                "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+                "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true",
+            },
+            "zero3_init_flag",
+        ),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "FSDP version 1"),
+        (
+            {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"},
+            "fsdp_offload_params",
+        ),
+    ],
+)
+def test_untested_launch_modes_are_refused_by_name(env, match):
+    with pytest.raises(ValueError, match=match) as error:
+        check_launch(env)
+    assert "scripts/accelerate/" in str(error.value)  # what to use instead
+
+
+def test_a_deepspeed_config_file_is_read_for_its_stage(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text('{"zero_optimization": {"stage": 3}}')
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(path)}
+    assert check_launch(env).name == "zero3"
+    path.write_text('{"zero_optimization": {"stage": 1}}')
+    with pytest.raises(ValueError, match="stage 1"):
         check_launch(env)
 
 
-def test_fsdp_and_plain_launches():
-    with pytest.raises(RuntimeError, match="FSDP"):
-        check_launch({"ACCELERATE_USE_FSDP": "true"})
-    check_launch({})  # single process / multi-GPU: fine
-    check_launch({"ACCELERATE_USE_DEEPSPEED": "false"})
+def test_plain_launches():
+    assert check_launch({}).name == "plain"
+    assert check_launch({"WORLD_SIZE": "2"}).name == "ddp"
+    assert check_launch({"ACCELERATE_USE_DEEPSPEED": "false"}).name == "plain"
     assert "ACCELERATE_USE_DEEPSPEED" not in os.environ  # the test run itself is plain
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
-def test_the_trainer_refuses_a_deepspeed_launch_before_loading(
+def test_the_trainer_refuses_an_untested_launch_before_loading(
     tmp_path, monkeypatch, capsys, dry_run
 ):
     import dllm_rl.models.tiny as tiny
@@ -104,8 +168,9 @@ def test_the_trainer_refuses_a_deepspeed_launch_before_loading(
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(tiny, "build_tiny_llada", no_loading)
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
     argv = ["recipe=cj_grpo_tiny", "max_steps=1", f"output_dir={tmp_path}", f"dry_run={dry_run}"]
     assert train.main(argv) == 2
-    assert "do not support yet" in capsys.readouterr().err
+    assert "FSDP version 1 is not supported" in capsys.readouterr().err
     assert not (tmp_path / "config.yaml").exists()

@@ -20,3 +20,14 @@ def letter_fraction(prompts, completions, completion_ids=None, letter=None, **co
 def constant(prompts, completions, completion_ids=None, **columns):
     """1.0 for every completion: every group's advantages are zero."""
     return [1.0] * len(completions)
+
+
+def digits_on_rank_zero(prompts, completions, completion_ids=None, **columns):
+    """:func:`digit_fraction` on process 0, a constant elsewhere: every other process's groups
+    have zero advantage, so under ``skip_zero_advantage`` the processes train different row
+    counts (the padding of :func:`dllm_rl.trainers.common.run_calls` must keep them in step)."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        return digit_fraction(prompts, completions)
+    return constant(prompts, completions)
