@@ -2,9 +2,11 @@ PYTHON ?= python3
 
 .PHONY: install test check lint bench demo
 
-install:  ## install torch (CPU wheel) and the project with its test extras
+install:  ## install torch (CPU wheel), the project with its test extras, and DeepSpeed (engine tests)
 	$(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e ".[dev]"
+	DS_BUILD_OPS=0 $(PYTHON) -m pip install "deepspeed>=0.15"
+	$(PYTHON) scripts/deepspeed_op.py
 
 test:  ## the whole test suite (CPU, tiny models)
 	$(PYTHON) -m pytest -q

@@ -9,11 +9,12 @@ Each engine trains the same full-parameter CJ-GRPO run (``cj_grpo_tiny`` on a ti
 steps under ``accelerate launch --config_file scripts/accelerate/<engine>.yaml --num_processes
 N``, on CPU over gloo when there is no GPU. Every rank reports:
 
-* ``peak_above_start_mb``: the kernel's peak RSS (``VmHWM``, reset through
-  ``/proc/self/clear_refs`` just before the run starts, after the imports) minus the RSS then:
-  weights, gradients, optimizer state, the engine's buffers and the activations of the run, not
-  the interpreter and libraries (checkpoints are not written: training is measured). On CUDA:
-  ``max_memory_allocated`` of the rank's device;
+* memory above the rank's RSS after the imports (not the interpreter and libraries; no
+  checkpoint is written: training is measured): ``held`` after the first step (weights,
+  gradients, optimizer state, engine buffers), ``peak`` of the later steps (the kernel's
+  ``VmHWM``, reset through ``/proc/self/clear_refs`` after step 1: the steady state plus
+  activations and gathers), and ``setup_peak`` (model build, wrapping, step 1: the engine's
+  set-up copies). On CUDA the same from ``memory_allocated`` / ``max_memory_allocated``;
 * ``step_s``: the median ``time/step_s`` of the steps after the first (warm-up).
 
 The table gives, per engine, the mean over ranks and the step time relative to DDP in the same
@@ -41,8 +42,39 @@ CONFIG = {
     "ddp": "multi_gpu.yaml",
     "zero2": "deepspeed_zero2.yaml",
     "zero3": "deepspeed_zero3.yaml",
+    "zero3-live1m": None,  # written by live_config(): a user's own DeepSpeed JSON
     "fsdp2": "fsdp2.yaml",
 }
+LIVE = 1_000_000
+"""``stage3_max_live_parameters`` of ``zero3-live1m``. DeepSpeed's default (1e9) keeps every
+gathered parameter of a model under 1e9 elements alive after its forward, so at 50M parameters
+ZeRO-3 holds them all; at 8B the cap binds. This configuration shows the sharded steady state."""
+
+
+def live_config(folder: Path) -> Path:
+    """An accelerate config pointing at a DeepSpeed JSON file (ZeRO-3, 1M live parameters)."""
+    ds = {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {
+            "stage": 3,
+            "offload_optimizer": {"device": "none"},
+            "offload_param": {"device": "none"},
+            "stage3_max_live_parameters": LIVE,
+            "stage3_max_reuse_distance": LIVE,
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ds.json").write_text(json.dumps(ds))
+    yaml = (ROOT / "scripts" / "accelerate" / "deepspeed_zero3.yaml").read_text()
+    lines = [x for x in yaml.splitlines() if not x.startswith(("  ", "mixed_precision"))]
+    text = "\n".join(lines).replace(
+        "deepspeed_config:", f"deepspeed_config:\n  deepspeed_config_file: {folder / 'ds.json'}"
+    )
+    (folder / "accelerate.yaml").write_text(text + "\n")
+    return folder / "accelerate.yaml"
+
+
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 """glibc: allocations above 128 KiB are mmapped and returned on free, so RSS follows tensors."""
 
@@ -55,33 +87,49 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def _reset_peak() -> int:
+    """Reset ``VmHWM`` to the current RSS; returns that RSS in bytes."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kb("VmRSS") * 1024
+
+
 def worker(report: Path, argv: list[str]) -> int:
-    """One rank: reset the peak, run ``train.main(argv)``, write this rank's figures."""
+    """One rank: run ``train.main(argv)`` and write this rank's memory figures (bytes above the
+    RSS after the imports): ``held`` after the first step (weights, gradients, optimizer state,
+    engine buffers), ``peak`` of the later steps, ``setup_peak`` up to the end of step 1."""
     sys.path.insert(0, str(ROOT))
     import torch
 
     import dllm_rl.train as train
-    from dllm_rl.trainers import common
+    from dllm_rl.trainers import common, grpo
 
     if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
         import deepspeed  # noqa: F401  (its import is not the run's memory)
     common.Session.save = lambda self: None  # training is measured, not checkpointing
     cuda = torch.cuda.is_available()
-    if cuda:
-        start = 0
-    else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # VmHWM := current RSS
-        start = _status_kb("VmRSS") * 1024
+    figures: dict[str, float] = {}
+    start = 0 if cuda else _reset_peak()
+    step = grpo.GRPOTrainer.step
+
+    def measured(self, n, indices):
+        if n == 2:  # after the first step: what stays, and the setup's peak
+            if cuda:
+                figures["held"] = torch.cuda.memory_allocated()
+                figures["setup_peak"] = torch.cuda.max_memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            else:
+                figures["setup_peak"] = _status_kb("VmHWM") * 1024
+                figures["held"] = _reset_peak()
+        return step(self, n, indices)
+
+    grpo.GRPOTrainer.step = measured
     code = train.main(argv)
-    if cuda:
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = _status_kb("VmHWM") * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else _status_kb("VmHWM") * 1024
     rank = int(os.environ.get("RANK", "0"))
     report.mkdir(parents=True, exist_ok=True)
-    payload = {"rank": rank, "peak_above_start_mb": (peak - start) / 2**20, "code": code}
-    (report / f"rank-{rank}.json").write_text(json.dumps(payload))
+    mib = {k: (v - start) / 2**20 for k, v in {**figures, "peak": peak}.items()}
+    (report / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "code": code, **mib}))
     return code
 
 
@@ -101,6 +149,8 @@ def run_engine(engine: str, args: argparse.Namespace, folder: Path) -> dict[str,
         f"model.tiny.mlp_hidden_size={4 * args.d_model}",
         "model.dtype=float32",
         "grpo.beta=0",
+        "grpo.generation_batch_size=8",
+        "grpo.per_device_batch_size=8",
         f"max_steps={args.steps}",
         "save_steps=0",
         "eval_steps=0",
@@ -109,8 +159,11 @@ def run_engine(engine: str, args: argparse.Namespace, folder: Path) -> dict[str,
     ]
     if args.device == "cpu":
         recipe.append("run.device=cpu")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
-    cmd += [str(ROOT / "scripts" / "accelerate" / CONFIG[engine])]
+    config = CONFIG[engine]
+    path = (
+        live_config(folder / engine) if config is None else ROOT / "scripts" / "accelerate" / config
+    )
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path)]
     cmd += ["--num_processes", str(args.processes), "--num_machines", "1"]
     cmd += ["--main_process_port", str(free_port()), str(Path(__file__).resolve())]
     cmd += ["--worker", str(report), "--", *recipe]
@@ -124,8 +177,7 @@ def run_engine(engine: str, args: argparse.Namespace, folder: Path) -> dict[str,
     return {
         "engine": engine,
         "processes": args.processes,
-        "peak_above_start_mb": [round(r["peak_above_start_mb"], 1) for r in ranks],
-        "mean_peak_mb": statistics.mean(r["peak_above_start_mb"] for r in ranks),
+        **{f"{k}_mb": [round(r[k], 1) for r in ranks] for k in ("held", "peak", "setup_peak")},
         "step_s": statistics.median(steps) if steps else float("nan"),
     }
 
@@ -135,7 +187,10 @@ def count_parameters(args: argparse.Namespace) -> int:
     from dllm_rl.models.tiny import build_tiny_llada
 
     lm = build_tiny_llada(
-        0, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
+        0,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=args.heads,
         mlp_hidden_size=4 * args.d_model,
     )
     return sum(p.numel() for p in lm.model.parameters())
@@ -162,21 +217,28 @@ def main() -> int:
 
         build_deepspeed_op()
     params = count_parameters(args)
-    print(f"tiny LLaDA d_model {args.d_model} x {args.layers} layers: {params / 1e6:.1f}M "
-          f"parameters, fp32 AdamW: {16 * params / 2**20:.0f} MiB of weights + grads + state")
+    print(
+        f"tiny LLaDA d_model {args.d_model} x {args.layers} layers: {params / 1e6:.1f}M "
+        f"parameters, fp32 AdamW: {16 * params / 2**20:.0f} MiB of weights + grads + state"
+    )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for engine in args.engines:
             print(f"running {engine} ...", flush=True)
             results.append(run_engine(engine, args, Path(tmp)))
     base = next((r["step_s"] for r in results if r["engine"] == "ddp"), None)
-    print("\n| engine | peak RSS above start per rank (MiB) | step (s) | vs DDP |")
-    print("|---|---|---|---|")
+    print("\nMiB above each rank's RSS after its imports, rank 0 / rank 1:")
+    print(
+        "| engine | held after step 1 | peak of steps 2+ | peak of setup + step 1 | step (s) | vs DDP |"
+    )
+    print("|---|---|---|---|---|---|")
     for r in results:
         r["step_vs_ddp"] = r["step_s"] / base if base else None
         ratio = f"{r['step_vs_ddp']:.2f}x" if base else "-"
-        ranks = " / ".join(f"{m:.0f}" for m in r["peak_above_start_mb"])
-        print(f"| {r['engine']} | {ranks} | {r['step_s']:.2f} | {ratio} |")
+        cells = [
+            " / ".join(f"{m:.0f}" for m in r[f"{k}_mb"]) for k in ("held", "peak", "setup_peak")
+        ]
+        print(f"| {r['engine']} | {' | '.join(cells)} | {r['step_s']:.2f} | {ratio} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         record = {"parameters": params, "args": {k: str(v) for k, v in vars(args).items()}}

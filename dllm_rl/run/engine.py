@@ -350,6 +350,15 @@ class DeepSpeedEngine(Engine):
             }
         )
         zero = config.setdefault("zero_optimization", {})
+        hidden = getattr(getattr(module, "config", None), "hidden_size", None)
+        if hidden:  # the sizes transformers' Trainer gives DeepSpeed's "auto" (set ones stay)
+            sized = {"reduce_bucket_size": hidden * hidden}
+            if self.spec.name == "zero3":
+                sized["stage3_prefetch_bucket_size"] = int(0.9 * hidden * hidden)
+                sized["stage3_param_persistence_threshold"] = 10 * hidden
+            for key, value in sized.items():
+                if zero.get(key, "auto") == "auto":
+                    zero[key] = value
         if self.spec.name == "zero3":
             zero["stage3_gather_16bit_weights_on_model_save"] = True
         self.ds, self._wrapped = self.accelerator.prepare(module, optimizer)
@@ -371,12 +380,27 @@ class DeepSpeedEngine(Engine):
             return math.nan
         return norm if applied else (norm if not math.isfinite(norm) else math.inf)
 
-    def full_parameters(self) -> Any:
+    @contextmanager
+    def full_parameters(self) -> Iterator[None]:
+        """ZeRO-3: gather every parameter once and take ZeRO-3's fetch/release hooks off the
+        module meanwhile (TRL's ``remove_hooks``/``add_hooks``, as its generation does): with
+        the hooks on, the parameter coordinator releases and prefetches parameters inside the
+        block and leaves some in flight when it closes, once a model exceeds
+        ``stage3_max_live_parameters`` (tested with 1M)."""
         if self.spec.name != "zero3":
-            return nullcontext()
+            yield
+            return
         import deepspeed
+        from trl.models.utils import add_hooks, remove_hooks
 
-        return deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None)
+        with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+            remove_hooks(self.ds)
+            self.policy.runner = None  # the bare module: nothing to gather or reduce
+            try:
+                yield
+            finally:
+                self.policy.runner = self.ds
+                add_hooks(self.ds)
 
     def model_state_dict(self) -> dict[str, torch.Tensor] | None:
         if self.spec.name != "zero3":

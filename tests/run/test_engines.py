@@ -36,6 +36,7 @@ CONFIG = {
     "fsdp2": "fsdp2.yaml",
 }
 WEIGHT_TOLERANCE = {"ddp": 1e-6, "zero2": 1e-6, "fsdp2": 1e-6, "zero3": 1e-5, "zero3_offload": 1e-5}
+WEIGHT_TOLERANCE["zero3_live"] = WEIGHT_TOLERANCE["zero3"]
 TIMEOUT = 420  # seconds per launch: a hang fails the test instead of the suite
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="gloo, linux")]
@@ -61,8 +62,14 @@ def launch(engine: str, recipe: str, out: Path, *extra: str) -> subprocess.Compl
     """``accelerate launch --config_file <engine>.yaml --num_processes 2 dllm_rl/train.py``."""
     if engine.startswith("zero"):
         require_deepspeed()
+    if engine == "zero3_live":  # a user's own DeepSpeed JSON: ZeRO-3, 1M live parameters
+        from scripts.bench_engines import live_config
+
+        config = live_config(out.parent / f"{out.name}-config")
+    else:
+        config = CONFIGS / CONFIG[engine]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
-    cmd += [str(CONFIGS / CONFIG[engine]), "--num_processes", "2", "--num_machines", "1"]
+    cmd += [str(config), "--num_processes", "2", "--num_machines", "1"]
     cmd += ["--main_process_port", str(free_port()), "dllm_rl/train.py"]
     cmd += arguments(recipe, out, *extra)
     done = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=TIMEOUT)
@@ -136,6 +143,16 @@ def test_cj_grpo_on_two_processes_equals_one(engine, baseline, tmp_path):
     compare(baseline("cj_grpo_tiny", *extra), tmp_path, engine)
 
 
+def test_zero3_releasing_parameters_between_forwards_equals_one_process(baseline, tmp_path):
+    """ZeRO-3 with stage3_max_live_parameters = 1M (below the model: the parameter coordinator
+    releases and prefetches between forwards, as at 8B with the 1e9 default): rollouts,
+    evaluation and the frozen reference's no-grad passes with the full parameters gathered do
+    not leave parameters in flight, and the run equals one process."""
+    extra = ["max_steps=2", "eval_steps=2"]
+    launch("zero3_live", "cj_grpo_tiny", tmp_path / "run", *extra)
+    compare(baseline("cj_grpo_tiny", *extra), tmp_path / "run", "zero3_live")
+
+
 def test_one_step_estimator_under_zero2_equals_one_process(baseline, tmp_path):
     extra = ["max_steps=2", "eval_steps=0", "grpo.estimator=one_step"]
     launch("zero2", "cj_grpo_tiny", tmp_path, *extra)
@@ -166,7 +183,7 @@ def test_processes_with_different_work_finish(engine, tmp_path):
 def test_the_consolidated_checkpoint_loads_in_a_fresh_process(engine, baseline, tmp_path):
     """model/ of a sharded run is an ordinary save_pretrained folder: load_model reads it in
     one process and it holds the trained weights (those of the 1-process run, not the start)."""
-    extra = ["max_steps=2", "eval_steps=0", "grpo.beta=0", "training.lr=1e-3"]
+    extra = ["max_steps=2", "eval_steps=0", "grpo.beta=0"]
     launch(engine, "cj_grpo_tiny", tmp_path, *extra)
     one = baseline("cj_grpo_tiny", *extra)
     latest = (tmp_path / "checkpoints" / "latest").read_text().strip()
@@ -183,7 +200,7 @@ def test_the_consolidated_checkpoint_loads_in_a_fresh_process(engine, baseline, 
     diff = max(float((loaded[k] - trained[k]).abs().max()) for k in trained)
     moved = max(float((loaded[k] - start[k]).abs().max()) for k in trained)
     assert diff < WEIGHT_TOLERANCE[engine], diff
-    assert moved > 100 * WEIGHT_TOLERANCE[engine], moved  # trained weights, not the start
+    assert moved > 20 * WEIGHT_TOLERANCE[engine], moved  # trained weights, not the start
     assert (tmp_path / "checkpoints" / latest / "engine").is_dir()  # the sharded state beside it
     assert not (tmp_path / "checkpoints" / latest / "optimizer.pt").exists()
 
