@@ -9,6 +9,9 @@ Each engine trains the same full-parameter CJ-GRPO run (``cj_grpo_tiny`` on a ti
 steps under ``accelerate launch --config_file scripts/accelerate/<engine>.yaml --num_processes
 N``, on CPU over gloo when there is no GPU. Every rank reports:
 
+* ``tensors``: the bytes of every live CPU tensor after the first step (the garbage collector's
+  view: exactly what the engine keeps, without allocator slack or DeepSpeed's shared-memory
+  communication workspace; CUDA: ``memory_allocated``);
 * memory above the rank's RSS after the imports (not the interpreter and libraries; no
   checkpoint is written: training is measured): ``held`` after the first step (weights,
   gradients, optimizer state, engine buffers), ``peak`` of the later steps (the kernel's
@@ -94,6 +97,21 @@ def _reset_peak() -> int:
     return _status_kb("VmRSS") * 1024
 
 
+def live_tensor_bytes() -> int:
+    """Bytes of every distinct storage of a live CPU tensor (the garbage collector's view): what
+    the engine holds, without the allocator's slack or communication workspaces."""
+    import gc
+
+    import torch
+
+    storages: dict[int, int] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
 def worker(report: Path, argv: list[str]) -> int:
     """One rank: run ``train.main(argv)`` and write this rank's memory figures (bytes above the
     RSS after the imports): ``held`` after the first step (weights, gradients, optimizer state,
@@ -121,6 +139,7 @@ def worker(report: Path, argv: list[str]) -> int:
             else:
                 figures["setup_peak"] = _status_kb("VmHWM") * 1024
                 figures["held"] = _reset_peak()
+            figures["tensors"] = start + live_tensor_bytes()
         return step(self, n, indices)
 
     grpo.GRPOTrainer.step = measured
@@ -177,7 +196,10 @@ def run_engine(engine: str, args: argparse.Namespace, folder: Path) -> dict[str,
     return {
         "engine": engine,
         "processes": args.processes,
-        **{f"{k}_mb": [round(r[k], 1) for r in ranks] for k in ("held", "peak", "setup_peak")},
+        **{
+            f"{k}_mb": [round(r[k], 1) for r in ranks if k in r]
+            for k in ("tensors", "held", "peak", "setup_peak")
+        },
         "step_s": statistics.median(steps) if steps else float("nan"),
     }
 
@@ -227,17 +249,17 @@ def main() -> int:
             print(f"running {engine} ...", flush=True)
             results.append(run_engine(engine, args, Path(tmp)))
     base = next((r["step_s"] for r in results if r["engine"] == "ddp"), None)
-    print("\nMiB above each rank's RSS after its imports, rank 0 / rank 1:")
+    print("\nMiB per rank (rank 0 / rank 1); RSS figures above the RSS after the imports:")
     print(
-        "| engine | held after step 1 | peak of steps 2+ | peak of setup + step 1 | step (s) | vs DDP |"
+        "| engine | live tensors after step 1 | RSS held after step 1 | peak of steps 2+ "
+        "| peak of setup + step 1 | step (s) | vs DDP |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         r["step_vs_ddp"] = r["step_s"] / base if base else None
         ratio = f"{r['step_vs_ddp']:.2f}x" if base else "-"
-        cells = [
-            " / ".join(f"{m:.0f}" for m in r[f"{k}_mb"]) for k in ("held", "peak", "setup_peak")
-        ]
+        keys = ("tensors", "held", "peak", "setup_peak")
+        cells = [" / ".join(f"{m:.0f}" for m in r[f"{k}_mb"]) or "-" for k in keys]
         print(f"| {r['engine']} | {' | '.join(cells)} | {r['step_s']:.2f} | {ratio} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ PACKAGES = (
     "trl",
     "datasets",
     "math-verify",
+    "deepspeed",
     "dllm-rl",
 )
 
