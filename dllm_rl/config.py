@@ -53,6 +53,11 @@ class RunConfig:
         "also log to wandb (offline without an API key)", default="none"
     )
     resume_from: str | None = _help("checkpoint directory, or 'latest' in output_dir", default=None)
+    overwrite: bool = _help(
+        "start afresh in an output_dir that holds a run, deleting its metrics and checkpoints "
+        "(without it such a start is refused)",
+        default=False,
+    )
     dry_run: bool = _help(
         "resolve and check the config, data and rewards; load nothing; exit", default=False
     )

@@ -122,12 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.run.print_config:
         print(to_yaml(config), end="")
         return 0
-    from dllm_rl.run.engine import LaunchError
+    from dllm_rl.run.errors import StartError
     from dllm_rl.trainers.common import RunStopped, check_launch
 
     try:
         check_launch()  # an untested engine (e.g. ZeRO-1, FSDP1): refused before anything loads
-    except LaunchError as error:
+    except StartError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # one message, not one per process
             print(f"stopped: {stopped}", file=sys.stderr, flush=True)
         return stopped.exit_code
-    except LaunchError as error:  # e.g. a checkpoint written under another engine
+    except StartError as error:  # a finished run in output_dir, another engine's checkpoint
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {error}", file=sys.stderr, flush=True)
         return 2

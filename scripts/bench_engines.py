@@ -107,8 +107,11 @@ def live_tensor_bytes() -> int:
     storages: dict[int, int] = {}
     for obj in gc.get_objects():
         if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-            storage = obj.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
+            try:
+                storage = obj.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+            except RuntimeError:  # a freed storage (FSDP2's resharded parameters): nothing held
+                continue
     return sum(storages.values())
 
 

@@ -48,13 +48,14 @@ import torch
 from torch import nn
 
 from dllm_rl.models.adapter import DiffusionLM
+from dllm_rl.run.errors import StartError
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("plain", "ddp", "zero2", "zero3", "fsdp2")
 
 
-class LaunchError(ValueError):
+class LaunchError(StartError):
     """The launch (engine, process count, or a checkpoint written under another launch) cannot
     run; the message says what to launch instead. ``train.py`` prints it and exits with 2."""
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dllm_rl.run.cli import to_yaml
+from dllm_rl.run.errors import StartError
 
 PACKAGES = (
     "torch",
@@ -74,6 +75,59 @@ def agree_on_output_dir(output_dir: str | None, recipe: str, accelerator: Any | 
     box = [chosen]
     broadcast_object_list(box, from_process=0)
     return box[0]
+
+
+RUN_FILES = ("metrics.jsonl", "samples.jsonl", "command.txt", "meta.json", "training.png")
+"""What a run writes at the top of its folder (besides ``config*.yaml`` and ``checkpoints/``)."""
+
+
+def previous_run(root: Path) -> str | None:
+    """What a run directory already holds (a description), or None when it holds no run."""
+    run = RunDir(Path(root))
+    latest = run.checkpoints / "latest"
+    rows = run.metrics.read_text().count("\n") if run.metrics.is_file() else 0
+    if not rows and not latest.is_file():
+        return None
+    held = [f"{rows} metric row(s)"] if rows else []
+    if latest.is_file():
+        held.append(f"checkpoints up to {latest.read_text().strip()}")
+    return ", ".join(held)
+
+
+def check_output_dir(root: Path, resuming: bool, overwrite: bool) -> bool:
+    """Refuse to start a new run on top of a finished one; True when it is to be wiped first.
+
+    Raises:
+        StartError: ``root`` is a file, or holds a run and neither ``resume_from`` nor
+            ``run.overwrite=true`` was given (with both ways out).
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise StartError(f"output_dir={root} is a file: choose a folder")
+    if resuming:
+        return False
+    held = previous_run(root)
+    if held is None:
+        return False
+    if not overwrite:
+        raise StartError(
+            f"output_dir={root} already holds a run ({held}): continue it with "
+            f"resume_from=latest, choose another output_dir, or pass run.overwrite=true to "
+            "replace it"
+        )
+    return True
+
+
+def wipe_run(root: Path) -> None:
+    """Delete what a run wrote in ``root`` (only the run's own files: the folder stays)."""
+    import shutil
+
+    root = Path(root)
+    for name in RUN_FILES:
+        (root / name).unlink(missing_ok=True)
+    for config in root.glob("config*.yaml"):
+        config.unlink()
+    shutil.rmtree(root / "checkpoints", ignore_errors=True)
 
 
 def create_run_dir(

@@ -64,7 +64,13 @@ from dllm_rl.run.engine import (
     make_accelerator,
 )
 from dllm_rl.run.metrics import MetricsLogger, truncate_after
-from dllm_rl.run.rundir import RunDir, agree_on_output_dir, create_run_dir
+from dllm_rl.run.rundir import (
+    RunDir,
+    agree_on_output_dir,
+    check_output_dir,
+    create_run_dir,
+    wipe_run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -476,7 +482,12 @@ def start_session(
     if run.resume_from:  # resolved before anything loads, so a wrong path fails at once
         resume = resolve_checkpoint(run.resume_from, rundir.checkpoints)
         check_same_engine(resume, spec)
+    wipe = check_output_dir(rundir.root, resume is not None, run.overwrite)
+    accelerator.wait_for_everyone()  # every rank has looked before the main one wipes
     if accelerator.is_main_process:
+        if wipe:
+            logger.warning("run.overwrite=true: deleting the run in %s", rundir.root)
+            wipe_run(rundir.root)
         rundir = create_run_dir(root, config, argv, accelerator.num_processes)
     accelerator.wait_for_everyone()
     policy = load_policy(config.model, accelerator.device)
