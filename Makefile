@@ -2,8 +2,9 @@ PYTHON ?= python3
 
 .PHONY: install test check lint bench demo
 
-install:  ## install torch (CPU wheel), the project with its test extras, and DeepSpeed (engine tests)
-	$(PYTHON) -m pip install torch==2.13.0
+install:  ## install torch (CPU build), the project with its test extras, and DeepSpeed (engine tests)
+	$(PYTHON) -m pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+	  || $(PYTHON) -m pip install torch==2.13.0  # offline machines with a local CPU wheel
 	$(PYTHON) -m pip install -e ".[dev]"
 	DS_BUILD_OPS=0 $(PYTHON) -m pip install "deepspeed>=0.15"
 	$(PYTHON) scripts/deepspeed_op.py

@@ -98,7 +98,10 @@ def resolve(argv: Sequence[str]) -> tuple[str, Any, Algorithm, bool]:
         )
     algo = ALGORITHMS[algorithm]()
     if want_help:
-        return name, None, algo, True
+        try:  # the recipe's values beside the defaults; a recipe that fails checks shows none
+            return name, build_config(algo.schema(), data), algo, True
+        except (ConfigError, ValueError):
+            return name, None, algo, True
     return name, build_config(algo.schema(), data), algo, False
 
 
@@ -116,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for key in sorted(ALGORITHMS):
                 print(help_text(ALGORITHMS[key]().schema(), f"algorithm: {key}"), "\n")
         else:
-            print(help_text(algo.schema(), f"recipe {name}"))
+            print(help_text(algo.schema(), f"recipe {name}", config))
         print(f"\nbundled recipes: {', '.join(recipe_names())}")
         return 0
     if config.run.print_config:

@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from rewards.extract import completion_text, last_number, tag_content
 
+_PLAIN_NUMBER = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?")
+MAX_EXPONENT_CHARS = 64
+"""Longest text read through ``Decimal`` (exponent forms such as ``"1e3"``): converting a huge
+``Decimal`` to ``int`` is quadratic in its digits, so longer ones are not integers here."""
 
-def _as_integer(text: str | None) -> int | None:
-    """``"42"``, ``"1,007"``, ``"42.0"`` -> the integer; anything else -> ``None``."""
+
+def _as_integer(text: str | None) -> str | None:
+    """``"42"``, ``"1,007"``, ``"-0042.000"`` -> the integer's canonical digits (``"42"``,
+    ``"1007"``, ``"-42"``); anything else -> ``None``.
+
+    Plain numbers are compared as canonical digit strings, never converted (linear time on a
+    200k-digit answer; ``int(Decimal(...))`` took 5 s there and minutes at 1M digits). Exponent
+    forms (``"1e3"``) go through ``Decimal`` up to :data:`MAX_EXPONENT_CHARS` characters.
+    """
     if text is None:
         return None
+    body = text.strip().replace(",", "")
+    match = _PLAIN_NUMBER.fullmatch(body)
+    if match is not None:
+        sign, whole, fraction = match.groups()
+        if not whole and not fraction:
+            return None  # "", "-", "."
+        if fraction and fraction.strip("0"):
+            return None  # "42.5"
+        digits = whole.lstrip("0") or "0"
+        return ("-" if sign == "-" and digits != "0" else "") + digits
+    if len(body) > MAX_EXPONENT_CHARS:
+        return None
     try:
-        value = Decimal(text.strip().replace(",", ""))
+        value = Decimal(body)
     except InvalidOperation:
         return None
-    return int(value) if value.is_finite() and value == value.to_integral_value() else None
+    if not value.is_finite() or value.adjusted() > MAX_EXPONENT_CHARS:
+        return None  # "inf", or "1e999999999": an integer of a billion digits
+    if value != value.to_integral_value():
+        return None
+    return str(int(value))
 
 
 def exact_answer_reward(

@@ -10,8 +10,8 @@ r"""Format rewards: does the completion lay its answer out the way the prompt as
 | ``boxed_format_reward``         | the completion has a ``\boxed{...}`` with balanced braces and     |
 |                                 | non-empty content                                                |
 
-Otherwise 0.0. Contents may span lines (the strict pattern uses DOTALL; the soft check is plain
-string search).
+Otherwise 0.0. Contents may span lines. Every check is a string search, linear in the completion
+(a policy that learns to write megabytes must not stall the trainer).
 """
 
 from __future__ import annotations
@@ -22,19 +22,32 @@ from typing import Any
 
 from rewards.extract import completion_text, last_boxed
 
-_STRICT = re.compile(
-    r"\s*<reasoning>(?P<reasoning>.*?)</reasoning>\s*<answer>(?P<answer>.*?)</answer>\s*",
-    flags=re.DOTALL,
-)
-_SOFT_TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
+_OPEN_REASONING, _CLOSE_REASONING = "<reasoning>", "</reasoning>"
+_OPEN_ANSWER, _CLOSE_ANSWER = "<answer>", "</answer>"
+_SOFT_TAGS = (_OPEN_REASONING, _CLOSE_REASONING, _OPEN_ANSWER, _CLOSE_ANSWER)
 _TAG = re.compile(r"</?(?:reasoning|answer)>")
 
 
 def _strict_layout(text: str) -> bool:
-    match = _STRICT.fullmatch(text)
-    if match is None:
+    r"""``\s*<reasoning>R</reasoning>\s*<answer>A</answer>\s*`` with no tag in R or A and A not
+    blank, decided with string searches in linear time (the same test as a full match of that
+    pattern with lazy groups, which backtracks quadratically on long completions: 38 s at
+    160 kB).
+
+    With no tag allowed inside R, R must end at the first ``</reasoning>``; with none inside A,
+    A runs to the ``</answer>`` that closes the text.
+    """
+    body = text.strip()
+    if not (body.startswith(_OPEN_REASONING) and body.endswith(_CLOSE_ANSWER)):
         return False
-    reasoning, answer = match.group("reasoning"), match.group("answer")
+    end = body.find(_CLOSE_REASONING, len(_OPEN_REASONING))
+    if end < 0:
+        return False
+    reasoning = body[len(_OPEN_REASONING) : end]
+    rest = body[end + len(_CLOSE_REASONING) :].lstrip()
+    if not rest.startswith(_OPEN_ANSWER) or len(rest) < len(_OPEN_ANSWER) + len(_CLOSE_ANSWER):
+        return False
+    answer = rest[len(_OPEN_ANSWER) : len(rest) - len(_CLOSE_ANSWER)]
     return bool(answer.strip()) and not _TAG.search(reasoning) and not _TAG.search(answer)
 
 

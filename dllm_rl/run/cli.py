@@ -330,30 +330,42 @@ def to_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None, width=100)
 
 
-def help_text(schema: type, title: str) -> str:
-    """Every key of ``schema`` with its type, default and help (the ``--help`` output)."""
+def help_text(schema: type, title: str, values: Any | None = None) -> str:
+    """Every key of ``schema`` with its type, default and help (the ``--help`` output).
+
+    Args:
+        values: a config built from a recipe (and overrides): each key whose value differs from
+            the schema's default also shows that value (``recipe 10``).
+    """
     lines = [title, ""]
-    lines.extend(_help_lines(schema, ""))
+    lines.extend(_help_lines(schema, "", values))
     return "\n".join(lines)
 
 
-def _help_lines(schema: type, prefix: str) -> list[str]:
+def _help_lines(schema: type, prefix: str, values: Any | None = None) -> list[str]:
     lines = []
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         sub = _dataclass_in(hints[f.name])
         text = f.metadata.get("help", "")
+        value = getattr(values, f.name, None) if values is not None else None
         if sub is not None:
             lines.append(f"{prefix}{f.name}:  {text}".rstrip())
-            lines.extend(_help_lines(sub, prefix + f.name + "."))
+            lines.extend(_help_lines(sub, prefix + f.name + ".", value))
             continue
         if f.default is not dataclasses.MISSING:
-            default = repr(f.default)
+            default = f.default
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = repr(f.default_factory())  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
         else:
-            default = "required"
-        lines.append(f"  {prefix}{f.name} ({type_name(hints[f.name])}, default {default})  {text}")
+            default = dataclasses.MISSING
+        shown = "required" if default is dataclasses.MISSING else repr(default)
+        recipe = ""
+        if values is not None and (default is dataclasses.MISSING or value != default):
+            recipe = f", recipe {value!r}"
+        lines.append(
+            f"  {prefix}{f.name} ({type_name(hints[f.name])}, default {shown}{recipe})  {text}"
+        )
     return lines
 
 

@@ -489,6 +489,7 @@ def start_session(
             logger.warning("run.overwrite=true: deleting the run in %s", rundir.root)
             wipe_run(rundir.root)
         rundir = create_run_dir(root, config, argv, accelerator.num_processes)
+        logger.info("run directory: %s", Path(root).resolve())
     accelerator.wait_for_everyone()
     policy = load_policy(config.model, accelerator.device)
     if accelerator.num_processes > 1:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dllm_rl import train
 from dllm_rl.run.metrics import read_metrics
 
-ARGS = ["recipe=cj_grpo_tiny", "max_steps=2", "eval_steps=0", "run.device=cpu"]
+ARGS = ["recipe=cj_grpo_tiny", "eval_steps=0", "run.device=cpu"]
 
 
 def snapshot(out):
@@ -20,7 +20,7 @@ def snapshot(out):
 
 def test_a_second_run_into_a_finished_run_is_refused_and_changes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
-    assert train.main([*ARGS, f"output_dir={out}"]) == 0
+    assert train.main([*ARGS, f"output_dir={out}", "max_steps=2"]) == 0
     before = snapshot(out)
     capsys.readouterr()
     assert train.main([*ARGS, f"output_dir={out}", "max_steps=3"]) == 2
@@ -34,7 +34,7 @@ def test_a_second_run_into_a_finished_run_is_refused_and_changes_nothing(tmp_pat
 def test_overwrite_replaces_the_run(tmp_path):
     out = tmp_path / "run"
     assert train.main([*ARGS, f"output_dir={out}", "max_steps=3"]) == 0
-    assert train.main([*ARGS, f"output_dir={out}", "run.overwrite=true"]) == 0
+    assert train.main([*ARGS, f"output_dir={out}", "max_steps=2", "run.overwrite=true"]) == 0
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     assert steps == [1, 2]
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-000002"
@@ -44,7 +44,7 @@ def test_overwrite_replaces_the_run(tmp_path):
 
 def test_resume_into_the_run_is_still_allowed(tmp_path):
     out = tmp_path / "run"
-    assert train.main([*ARGS, f"output_dir={out}"]) == 0
+    assert train.main([*ARGS, f"output_dir={out}", "max_steps=2"]) == 0
     assert train.main([*ARGS, f"output_dir={out}", "max_steps=3", "resume_from=latest"]) == 0
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     assert steps == [1, 2, 3]
@@ -53,6 +53,6 @@ def test_resume_into_the_run_is_still_allowed(tmp_path):
 def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     path = tmp_path / "notes.txt"
     path.write_text("mine")
-    assert train.main([*ARGS, f"output_dir={path}"]) == 2
+    assert train.main([*ARGS, f"output_dir={path}", "max_steps=1"]) == 2
     assert "is a file" in capsys.readouterr().err
     assert path.read_text() == "mine"
