@@ -53,6 +53,11 @@ class RunConfig:
         "also log to wandb (offline without an API key)", default="none"
     )
     resume_from: str | None = _help("checkpoint directory, or 'latest' in output_dir", default=None)
+    allow_cpu_large: bool = _help(
+        "start a run of a model above 2B parameters on the CPU (refused without it: the "
+        "message gives the estimated memory)",
+        default=False,
+    )
     overwrite: bool = _help(
         "start afresh in an output_dir that holds a run, deleting its metrics and checkpoints "
         "(without it such a start is refused)",

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file (accelerate launch dllm_rl/train.py): find the package
@@ -145,10 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {line}")
         return 0
     from dllm_rl.progress import quiet_library_bars
+    from dllm_rl.run.preflight import check_model
 
+    try:
+        check_model(config.model, config.run)  # offline hub, 8B on a CPU: before anything loads
+    except StartError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     quiet_library_bars()
+    fresh = not config.run.output_dir or not Path(config.run.output_dir).exists()
+    finished = False
     try:
         trainer = algo.run(config, name, argv)
+        finished = True
     except RunStopped as stopped:  # preempted or diverged: a checkpoint was written
         if os.environ.get("RANK", "0") == "0":  # one message, not one per process
             print(f"stopped: {stopped}", file=sys.stderr, flush=True)
@@ -157,8 +167,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        if fresh and not finished:  # a failed start, of any kind, leaves no empty run folder
+            remove_empty_run(config.run.output_dir)
     plot_curves(trainer)
     return 0
+
+
+def remove_empty_run(output_dir: str | None) -> None:
+    """A start that failed before its first metric row or checkpoint leaves no run folder
+    behind (main process; only a folder this start created)."""
+    if not output_dir or os.environ.get("RANK", "0") != "0":
+        return
+    from dllm_rl.run.rundir import previous_run
+
+    root = Path(output_dir)
+    if root.is_dir() and previous_run(root) is None:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+        logger.info("removed %s: the run stopped before its first step", root)
 
 
 def plot_curves(trainer: Any) -> None:
