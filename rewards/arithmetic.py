@@ -82,3 +82,50 @@ def exact_answer_reward(
         predicted = _as_integer(last_number(text if content is None else content))
         rewards.append(1.0 if predicted == gold_value else 0.0)
     return rewards
+
+
+def digit_credit_score(text: str, gold: str) -> float:
+    """1.0 for the exact answer; otherwise partial credit in [0, 0.5) on the answer's span (the
+    first ``len(gold)`` characters of the answer text): a quarter for each character that is a
+    digit, three quarters for each that is the gold digit, averaged over the span."""
+    if _as_integer(last_number(text)) == _as_integer(gold):
+        return 1.0
+    span = text.lstrip()[: len(gold)]
+    credit = sum(0.25 * ch.isdigit() + 0.75 * (ch == g) for ch, g in zip(span, gold))
+    return 0.5 * credit / len(gold)
+
+
+def digit_credit_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    answer: Sequence[Any],
+    completion_ids: Any = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """Exact integer answers with partial credit, for tiny models that start from noise.
+
+    1.0 when the completion's answer (as :func:`exact_answer_reward` reads it) equals the gold;
+    otherwise up to 0.5 for how close its first characters come to the gold's digits
+    (:func:`digit_credit_score`): writing digits where the answer goes already earns some, the
+    right digit in the right place more. A random model scores ~0.02 and can climb.
+
+    Args:
+        prompts: unused (TRL signature).
+        completions: ``[N]`` strings or conversational completions.
+        answer: ``[N]`` gold integers (``int`` or numeric strings).
+        completion_ids: unused.
+        **kwargs: other dataset columns, ignored.
+
+    Returns:
+        ``[N]`` values in [0, 1], or ``None`` where the gold is not an integer.
+    """
+    rewards: list[float | None] = []
+    for completion, gold in zip(completions, answer, strict=True):
+        digits = _as_integer(str(gold))
+        if digits is None:
+            rewards.append(None)
+            continue
+        text = completion_text(completion)
+        content = tag_content(text, "answer")
+        rewards.append(digit_credit_score(text if content is None else content, digits))
+    return rewards

@@ -36,6 +36,7 @@ ENTRY_POINT_GROUP = "dllm_rl.rewards"
 BUILTIN_REWARDS: dict[str, str] = {
     "math": "rewards.math:math_reward",
     "exact_answer": "rewards.arithmetic:exact_answer_reward",
+    "digit_credit": "rewards.arithmetic:digit_credit_reward",
     "reasoning_format": "rewards.format:reasoning_format_reward",
     "soft_reasoning_format": "rewards.format:soft_reasoning_format_reward",
     "boxed_format": "rewards.format:boxed_format_reward",

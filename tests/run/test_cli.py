@@ -161,5 +161,5 @@ def test_help_with_a_recipe_shows_the_recipe_values(capsys):
     assert train.main(["recipe=cj_grpo_tiny", "max_steps=7", "--help"]) == 0
     out = capsys.readouterr().out
     assert "run.max_steps (int, default 100, recipe 7)" in out  # the override wins
-    assert "training.lr (float, default 1e-05, recipe 0.0001)" in out  # the recipe's value
+    assert "training.lr (float, default 1e-05, recipe 0.003)" in out  # the recipe's value
     assert "run.seed (int, default 0)  " in out  # equal to the default: shown once
