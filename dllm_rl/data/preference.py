@@ -33,6 +33,7 @@ from dllm_rl.data.formatting import (
 )
 from dllm_rl.data.paths import DATA_ENV, data_dir
 from dllm_rl.data.sources import load_dataset_path, read_local_file
+from dllm_rl.run.errors import DataError
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -83,15 +84,42 @@ def load_preference(
         raw = raw.select(range(min(limit, len(raw))))
     missing = {"chosen", "rejected"} - set(raw.column_names)
     if missing:
-        raise ValueError(
+        raise DataError(
             f"preference data {key!r} lacks column(s) {sorted(missing)}; it has "
             f"{raw.column_names}. Expected TRL's preference format: prompt (optional), chosen, "
             "rejected."
         )
+    check_preference_rows(raw, key)
     if "prompt" not in raw.column_names or not _prompt_matches(raw[0]):
         raw = raw.map(extract_prompt, desc=f"{key}: implicit prompt")
     rest = [c for c in raw.column_names if c not in PREFERENCE_COLUMNS]
     return raw.select_columns([*PREFERENCE_COLUMNS, *rest])
+
+
+def _response_ok(value: Any) -> bool:
+    """A response is text (possibly blank: real preference sets have some) or a non-empty list
+    of chat messages."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
+
+
+def check_preference_rows(raw: datasets.Dataset, source: str) -> None:
+    """Every row has a usable ``chosen`` and ``rejected`` (and a text or chat ``prompt`` when
+    the column exists).
+
+    Raises:
+        DataError: with the source, the row (1-based, in file order), the column and what was
+            found instead of text or chat messages.
+    """
+    for column in ("chosen", "rejected"):
+        for number, value in enumerate(raw[column], start=1):
+            if not _response_ok(value):
+                found = "nothing" if value is None else f"{type(value).__name__} {value!r:.60}"
+                raise DataError(
+                    f"preference data {source!r}, row {number}: column {column!r} holds {found}; "
+                    "expected text or a list of chat messages"
+                )
 
 
 def _prompt_matches(row: dict[str, Any]) -> bool:

@@ -7,3 +7,8 @@ from __future__ import annotations
 class StartError(ValueError):
     """A run cannot start as asked (launch, output folder, checkpoint); the message says what
     was wrong and what to do instead."""
+
+
+class DataError(StartError):
+    """A data file or row is not what the trainer reads: the message names the file, the
+    line or row, the column, and what was expected."""

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from dllm_rl.data.preference import (
 from dllm_rl.objectives.dpo import dpo_loss
 from dllm_rl.objectives.elbo import ElboDraws, draw_elbo_masks, score_elbo
 from dllm_rl.run.build import Reference, derive_seed, generator
+from dllm_rl.run.errors import DataError
 from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls
 
 logger = logging.getLogger(__name__)
@@ -218,6 +220,22 @@ class PreferenceTrainer:
         )
 
 
+def split_held_out(rows: list, eval_rows: int, source: str) -> tuple[list, list]:
+    """``(training rows, held-out rows)``: the last ``eval_rows`` rows are held out.
+
+    Raises:
+        DataError: ``eval_rows`` would leave no row to train on.
+    """
+    if not eval_rows:
+        return rows, []
+    if eval_rows >= len(rows):
+        raise DataError(
+            f"data.eval_rows={eval_rows} holds out every row: {source!r} has {len(rows)} "
+            f"row(s) (after data.limit); choose data.eval_rows below {len(rows)}"
+        )
+    return rows[: len(rows) - eval_rows], rows[len(rows) - eval_rows :]
+
+
 def draws_per_response(section: Any) -> int:
     """Masked copies scored per response and model: n_t x n_yt (policy; the reference doubles)."""
     return section.n_t * section.n_yt
@@ -236,9 +254,14 @@ def check(config: PreferenceConfig, world_size: int) -> list[str]:
         path = data_dir() / PREFERENCE_DATASETS[d.dataset]
         if not path.is_file():
             raise FileNotFoundError(f"preference set {d.dataset!r}: no local copy at {path}")
-        where = str(path)
     else:
-        where = f"{d.dataset!r} (not checked offline)"
+        path = Path(d.dataset).expanduser()
+    if path.is_file():  # read and checked row by row, as the run will
+        rows = load_preference(d.dataset, d.split, config=d.config, limit=d.limit)
+        train_rows, held = split_held_out(list(rows), d.eval_rows, d.dataset)
+        where = f"{path}: {len(train_rows)} pairs to train on, {len(held)} held out"
+    else:
+        where = f"{d.dataset!r} (a datasets name: not checked offline)"
     return [
         f"model: {check_model_source(config.model)} (reference: its frozen starting point)",
         f"data: {where}",
@@ -262,9 +285,7 @@ def build_trainer(
     d = config.data
     if rows is None:
         rows = load_preference(d.dataset, d.split, config=d.config, limit=d.limit)
-    rows = list(rows)
-    held = rows[len(rows) - d.eval_rows :] if d.eval_rows else []
-    train_rows = rows[: len(rows) - d.eval_rows] if d.eval_rows else rows
+    train_rows, held = split_held_out(list(rows), d.eval_rows, d.dataset)
     session = start_session(config, recipe, argv, needs_reference=True)
     tok = session.policy.tokenizer
     kwargs = {"max_prompt_length": d.max_prompt_length, "max_length": d.max_length}
