@@ -37,6 +37,7 @@ from dllm_rl.data.paths import DATA_ENV, data_dir
 from dllm_rl.data.sources import load_dataset_path, read_local_file
 from dllm_rl.data.sudoku import generate_sudoku, sudoku_row
 from dllm_rl.data.templates import resolve_template
+from dllm_rl.run.errors import DataError
 
 RowFn = Callable[..., dict[str, Any]]
 
@@ -240,8 +241,12 @@ def load_task(
     # Source columns get a prefix so that an output column of the same name (MBPP's task_id,
     # int in the source and str here) takes its own type instead of the source column's.
     raw = raw.rename_columns({c: _RAW + c for c in raw.column_names})
-    to_record = functools.partial(_to_record, row_fn=spec.row_fn, template=text, chat=chat)
-    records = raw.map(to_record, remove_columns=raw.column_names, desc=f"{name}/{split}")
+    to_record = functools.partial(
+        _to_record, row_fn=spec.row_fn, template=text, chat=chat, where=f"{name}/{split}"
+    )
+    records = raw.map(
+        to_record, with_indices=True, remove_columns=raw.column_names, desc=f"{name}/{split}"
+    )
     first = [c for c in spec.columns if c in records.column_names]
     return records.select_columns(first + [c for c in records.column_names if c not in first])
 
@@ -249,8 +254,18 @@ def load_task(
 _RAW = "__raw__"
 
 
-def _to_record(row: dict[str, Any], *, row_fn: RowFn, template: str, chat: bool) -> dict[str, Any]:
-    return row_fn({k.removeprefix(_RAW): v for k, v in row.items()}, template=template, chat=chat)
+def _to_record(
+    row: dict[str, Any], index: int, *, row_fn: RowFn, template: str, chat: bool, where: str
+) -> dict[str, Any]:
+    fields = {k.removeprefix(_RAW): v for k, v in row.items()}
+    try:
+        return row_fn(fields, template=template, chat=chat)
+    except KeyError as missing:
+        raise DataError(
+            f"{where}, row {index + 1}: no column {missing}; the rows have {sorted(fields)}"
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{where}, row {index + 1}: {error}") from None
 
 
 def _read(name: str, spec: TaskSpec, split: str, source: str | Path | None) -> datasets.Dataset:

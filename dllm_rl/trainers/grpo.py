@@ -34,6 +34,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -644,6 +645,10 @@ def check(config: GRPOConfig, world_size: int) -> list[str]:
             lines.append(f"data: {d.task}/{split} from {path}")
         elif d.source in (None, "generate") and spec.generator is not None:
             lines.append(f"data: {d.task}/{split} generated (seed {config.run.seed})")
+        elif Path(str(d.source)).expanduser().is_file():  # read and checked, as the run will
+            options = d.options if split == d.split else d.eval_options
+            rows = load_records(config, split, options)
+            lines.append(f"data: {d.task}/{split} from {d.source}: {len(rows)} rows")
         else:
             lines.append(f"data: {d.task}/{split} from {d.source!r} (not checked offline)")
     lines.append(f"rewards: {', '.join(f'{s.name} x {s.weight:g}' for s in specs)}")

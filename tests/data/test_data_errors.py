@@ -80,3 +80,20 @@ def test_the_dry_run_reports_the_rows_it_read(tmp_path, monkeypatch, capsys):
     path = write_jsonl(tmp_path / "pairs.jsonl", [PAIR] * 10)
     assert run([f"data.dataset={path}", "data.eval_rows=2", "dry_run=true"], monkeypatch) == 0
     assert "8 pairs to train on, 2 held out" in capsys.readouterr().out
+
+
+def test_the_rl_dry_run_reads_a_local_task_file(tmp_path, capsys):
+    good = {"question": "1+1?", "answer": "2\n#### 2"}
+    path = write_jsonl(tmp_path / "gsm.jsonl", [good] * 3)
+    args = ["recipe=cj_grpo_gsm8k", f"data.source={path}", "eval_steps=0", "dry_run=true"]
+    assert train.main(args) == 0
+    assert f"from {path}: 3 rows" in capsys.readouterr().out
+    write_jsonl(path, [good, {"question": "1+1?", "answer": "2"}, good])  # no "#### 2" line
+    assert train.main(args) == 2
+    assert "gsm8k/train, row 2: GSM8K solution has no '####' line" in capsys.readouterr().err
+    write_jsonl(path, [{"prompt": "1+1?", "answer": "2\n#### 2"}] * 2)  # another column name
+    assert train.main(args) == 2
+    assert "gsm8k/train, row 1: no column 'question'" in capsys.readouterr().err
+    write_jsonl(path, [good] * 12, bad_line=11)
+    assert train.main(args) == 2
+    assert "gsm.jsonl, line 11, column 27: not valid JSON" in capsys.readouterr().err
