@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -180,6 +181,7 @@ def sft_config(root: Path, seed: int, budget: Budget, device: str, **run: Any) -
             "seed": seed,
             "max_steps": budget.sft_steps,
             "eval_steps": budget.sft_eval_every,
+            "logging_steps": max(1, budget.sft_eval_every // 5),  # a line in logs meanwhile
             "device": device,
             "save_total_limit": 1,
             **run,
@@ -527,7 +529,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    summary = run_demo(out, args.seed, budget, args.device)
+    from dllm_rl.trainers.common import RunStopped
+
+    logging.getLogger("dllm_rl.run.metrics").setLevel(logging.INFO)  # progress lines in logs
+    try:
+        summary = run_demo(out, args.seed, budget, args.device)
+    except (RunStopped, KeyboardInterrupt) as stopped:
+        where = f" after step {stopped.step}" if isinstance(stopped, RunStopped) else ""
+        print(
+            f"interrupted{where}: the demo does not resume (each stage is minutes long); run the "
+            f"same command again to start it afresh ({out} keeps what was written)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
     return 0 if math.isfinite(summary["rl_exact"]) else 1
 
 

@@ -37,6 +37,8 @@ class MetricsLogger:
         config: the resolved config (sent to wandb).
         project: wandb project; run name = the run directory's name.
         start_step: the step a resumed run starts from.
+        line_every: in a log file (not a terminal), the console line is written every this many
+            steps (``run.logging_steps``) and at the last step.
     """
 
     def __init__(
@@ -50,8 +52,10 @@ class MetricsLogger:
         project: str = "dllm-rl",
         start_step: int = 0,
         bar_keys: tuple[str, ...] = ("reward", "loss"),
+        line_every: int = 1,
     ) -> None:
         self.root, self.is_main, self.bar_keys = Path(root), is_main, bar_keys
+        self.total_steps, self.line_every = total_steps, max(1, line_every)
         self._wandb = None
         self._bar = None
         self._log_lines = False
@@ -76,7 +80,7 @@ class MetricsLogger:
                 shown["s/step"] = f"{row['time/step_s']:.2f}"
             self._bar.set_postfix(shown, refresh=False)
             self._bar.update(1)
-            if self._log_lines:
+            if self._log_lines and (step % self.line_every == 0 or step == self.total_steps):
                 logger.info("step %d: %s", step, ", ".join(f"{k} {v}" for k, v in shown.items()))
 
     def log_eval(self, step: int, metrics: Mapping[str, Any]) -> None:

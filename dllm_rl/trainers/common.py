@@ -530,6 +530,7 @@ def start_session(
         config=to_dict(config),
         project=run.wandb_project,
         start_step=session.state.step,
+        line_every=run.logging_steps,
     )
     return session
 
