@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from dllm_rl.run.errors import StartError
     from dllm_rl.trainers.common import RunStopped, check_launch
+    from rewards.registry import RewardContractError
 
     try:
         check_launch()  # an untested engine (e.g. ZeRO-1, FSDP1): refused before anything loads
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # one message, not one per process
             print(f"stopped: {stopped}", file=sys.stderr, flush=True)
         return stopped.exit_code
-    except StartError as error:  # a finished run in output_dir, another engine's checkpoint
+    except (StartError, RewardContractError) as error:  # data, output_dir, a reward's output
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {error}", file=sys.stderr, flush=True)
         return 2

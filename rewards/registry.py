@@ -268,15 +268,20 @@ def _run_coroutines(coroutines: list[Any]) -> list[Any]:
         return pool.submit(asyncio.run, gather()).result()
 
 
+class RewardContractError(TypeError, ValueError):
+    """A reward broke its contract (one float or None per completion): the user's reward is
+    wrong, not the trainer. ``train.py`` prints the message on one line and exits with 2."""
+
+
 def _to_float(value: Any, name: str, index: int) -> float:
     if value is None:
         return math.nan
     try:
         return float(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"reward {name!r} returned {value!r} at position {index}: expected a float or None"
-        ) from error
+    except (TypeError, ValueError):
+        raise RewardContractError(
+            f"reward {name!r} returned {value!r:.80} at position {index}: expected a float or None"
+        ) from None
 
 
 def compute_rewards(
@@ -345,9 +350,11 @@ def compute_rewards(
     values = torch.empty(n, len(specs), dtype=torch.float32)  # [N, R]
     for r, (spec, out) in enumerate(zip(specs, outputs)):
         if isinstance(out, (str, bytes, Mapping)) or not hasattr(out, "__len__"):
-            raise TypeError(f"reward {spec.name!r} returned {type(out).__name__}, expected a list")
+            raise RewardContractError(
+                f"reward {spec.name!r} returned {type(out).__name__}, expected a list"
+            )
         if len(out) != n:
-            raise ValueError(
+            raise RewardContractError(
                 f"reward {spec.name!r} returned {len(out)} values for {n} completions: "
                 "a reward must return one value (float or None) per completion"
             )

@@ -68,3 +68,17 @@ def test_a_start_that_fails_before_its_first_step_leaves_no_folder(tmp_path, mon
     with pytest.raises(RuntimeError, match="a bug in step 1"):  # our bug: a traceback
         train.main(["recipe=cj_grpo_tiny", "run.device=cpu", f"output_dir={out}"])
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "reward, message",
+    [("one_short", "returned 31 values for 32 completions"), ("text_valued", "'good' at position 0")],
+)
+def test_a_broken_reward_is_one_line_exit_2_and_no_folder(tmp_path, capsys, reward, message):
+    out = tmp_path / "run"
+    args = ["recipe=cj_grpo_tiny", "run.device=cpu", f"output_dir={out}"]
+    assert train.main([*args, f"rewards=[tests.trainers.fixtures:{reward}]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("error: reward")
+    assert not any("Traceback" in line for line in err)
+    assert not out.exists()

@@ -31,3 +31,13 @@ def digits_on_rank_zero(prompts, completions, completion_ids=None, **columns):
     if os.environ.get("RANK", "0") == "0":
         return digit_fraction(prompts, completions)
     return constant(prompts, completions)
+
+
+def one_short(prompts, completions, completion_ids=None, **columns):
+    """A broken reward: one value too few."""
+    return [0.0] * (len(completions) - 1)
+
+
+def text_valued(prompts, completions, completion_ids=None, **columns):
+    """A broken reward: text instead of numbers."""
+    return ["good"] * len(completions)
