@@ -241,3 +241,30 @@ def test_a_sharded_checkpoint_refuses_another_engine(tmp_path, baseline):
     done = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "zero2 engine on 2 process(es)" in done.stderr
+
+
+@pytest.mark.parametrize("engine", ["zero2", "zero3", "fsdp2"])
+def test_a_nonfinite_step_is_skipped_on_every_rank(engine, tmp_path):
+    """Step 2's rewards are infinite, so its losses are NaN: both inner updates of step 2 are
+    skipped on both ranks (the engine sees a NaN gradient norm; nobody hangs), its weights equal
+    step 1's, and step 3 trains again."""
+    extra = ["max_steps=3", "save_steps=1", "eval_steps=0", "grpo.beta=0"]
+    launch(
+        engine,
+        "cj_grpo_tiny",
+        tmp_path,
+        *extra,
+        "rewards=[tests.trainers.fixtures:inf_on_second_call]",
+    )
+    rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "skipped_updates" in r]
+    assert [r["skipped_updates"] for r in rows] == [0, 2, 2]
+    assert rows[0]["grad_norm"] > 0 and rows[2]["grad_norm"] > 0
+
+    def weights(step: int) -> dict:
+        folder = tmp_path / "checkpoints" / f"step-{step:06d}" / "model"
+        from safetensors.torch import load_file
+
+        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    assert max_difference(weights(1), weights(2)) == 0.0
+    assert max_difference(weights(2), weights(3)) > 0.0
