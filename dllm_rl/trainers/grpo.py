@@ -553,9 +553,15 @@ class GRPOTrainer:
         per = math.ceil(len(rows) / s.world_size)
         mine = rows[s.rank * per : (s.rank + 1) * per] or rows[:1]
         sampler = self.config.rollout.sampler(temperature=e.temperature)
-        with s.full_parameters():
+        width = max(len(t) for t in self.worker.prompt_tokens([r["prompt"] for r in rows]))
+        with s.full_parameters():  # global offsets and one width: the draws of a 1-process run
             batch = self.worker.rollout(
-                mine, e.num_generations, sampler, self.chunk_generator("eval", step)
+                mine,
+                e.num_generations,
+                sampler,
+                self.chunk_generator("eval", step),
+                group_offset=min(s.rank * per, len(rows) - 1),
+                prompt_width=width,
             )
         values = gather_rows(s, batch.rewards.values.to(self.policy.device), pad=True)
         totals = gather_rows(s, batch.rewards.total.to(self.policy.device), pad=True)
