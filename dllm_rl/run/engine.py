@@ -444,9 +444,10 @@ class FSDP2Engine(Engine):
         reshard = _true(os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true"))
         layers = decoder_layers(module)
         if not layers:
-            raise ValueError(
+            raise LaunchError(
                 f"FSDP2: {type(module).__name__} names no decoder layer class in "
-                "_no_split_modules, so it cannot be sharded layer by layer"
+                "_no_split_modules, so it cannot be sharded layer by layer: use a DeepSpeed "
+                "config (scripts/accelerate/deepspeed_zero3.yaml)"
             )
         for layer in layers:
             fully_shard(layer, mesh=mesh, reshard_after_forward=reshard)
