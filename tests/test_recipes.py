@@ -112,8 +112,14 @@ def test_train_py_end_to_end(tmp_path):
     """cj_grpo_tiny for 2 steps writes the run directory, metrics, samples and a checkpoint."""
     out = tmp_path / "run"
     assert train.main(["recipe=cj_grpo_tiny", "max_steps=2", f"output_dir={out}"]) == 0
-    for name in ("config.yaml", "command.txt", "meta.json", "metrics.jsonl", "samples.jsonl",
-                 "training.png"):
+    for name in (
+        "config.yaml",
+        "command.txt",
+        "meta.json",
+        "metrics.jsonl",
+        "samples.jsonl",
+        "training.png",
+    ):
         assert (out / name).is_file(), name
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
@@ -263,7 +269,8 @@ def test_likelihood_recipes_end_to_end(tmp_path, name, keys):
 def test_the_tiny_recipes_learn_in_their_default_steps(tmp_path):
     """cj_grpo_tiny's reward rises on training and held-out prompts within its 30 steps (was
     flat at 0: the exact-answer reward gave a random model nothing to climb); sft_tiny's
-    held-out loss falls within its 60 steps."""
+    held-out loss falls within its 60 steps; vrpo_tiny's held-out preference accuracy and loss
+    improve within its 20 steps (on HH-RLHF text they did not)."""
     out = tmp_path / "grpo"
     assert train.main(["recipe=cj_grpo_tiny", "run.device=cpu", f"output_dir={out}"]) == 0
     rows = read_metrics(out / "metrics.jsonl")
@@ -276,6 +283,15 @@ def test_the_tiny_recipes_learn_in_their_default_steps(tmp_path):
     assert held_out[30] > held_out[10] + 0.05
     out = tmp_path / "sft"
     assert train.main(["recipe=sft_tiny", "run.device=cpu", f"output_dir={out}"]) == 0
-    loss = {r["step"]: r["eval/loss"] for r in read_metrics(out / "metrics.jsonl") if "eval/loss" in r}
+    loss = {
+        r["step"]: r["eval/loss"] for r in read_metrics(out / "metrics.jsonl") if "eval/loss" in r
+    }
     print(f"sft_tiny: held-out loss {loss}")
     assert loss[60] < 0.6 * loss[0]
+    out = tmp_path / "vrpo"
+    assert train.main(["recipe=vrpo_tiny", "run.device=cpu", f"output_dir={out}"]) == 0
+    evals = {r["step"]: r for r in read_metrics(out / "metrics.jsonl") if "eval/loss" in r}
+    print(f"vrpo_tiny: held-out {evals}")
+    assert evals[0]["eval/rewards/accuracies"] == 0.0  # policy = reference: no margin yet
+    assert evals[20]["eval/rewards/accuracies"] > 0.9
+    assert evals[20]["eval/loss"] < 0.6 * evals[0]["eval/loss"]

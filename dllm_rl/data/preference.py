@@ -14,7 +14,7 @@ model learns to stop with), unless truncation cut it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,27 @@ PREFERENCE_DATASETS: dict[str, str] = {
 }
 
 
+def addition_echo_pairs(n: int = 400, seed: int = 0, digits: int = 3) -> list[dict[str, str]]:
+    """Generated pairs a tiny model can learn from in a few steps: the prompt is an addition
+    (``"123+456="``), the chosen response its sum (``"579"``), the rejected one an echo of the
+    question (``"123+456"``). The preference (answer, do not repeat the question) is visible in
+    the characters, so held-out accuracy rises within the ``vrpo_tiny`` budget; the arithmetic
+    itself is not learnt there."""
+    from dllm_rl.data.addition import generate_addition
+
+    pairs = []
+    for row in generate_addition(n, seed, digits=digits):
+        a, b = row["a"], row["b"]
+        pairs.append({"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": f"{a}+{b}"})
+    return pairs
+
+
+GENERATED_PREFERENCES: dict[str, Callable[[], list[dict[str, str]]]] = {
+    "addition_echo": addition_echo_pairs,
+}
+"""Preference sets made on the fly (no file), by name."""
+
+
 def load_preference(
     name_or_path: str | Path = "hh_rlhf",
     split: str = "train",
@@ -56,8 +77,8 @@ def load_preference(
     """Preference rows with ``prompt``, ``chosen`` and ``rejected`` (plain or conversational).
 
     Args:
-        name_or_path: a key of :data:`PREFERENCE_DATASETS` (one local file each; ``split`` does
-            not apply), a local file (.jsonl/.json/.csv/.parquet, optionally .gz), or a
+        name_or_path: a key of :data:`GENERATED_PREFERENCES` (made on the fly) or of
+            :data:`PREFERENCE_DATASETS` (one local file each; ``split`` does not apply), a local file (.jsonl/.json/.csv/.parquet, optionally .gz), or a
             ``datasets.load_dataset`` name or folder with those columns (or only ``chosen`` and
             ``rejected``).
         split: the split of a ``datasets`` name or folder.
@@ -68,7 +89,9 @@ def load_preference(
         A ``datasets.Dataset`` whose first columns are ``prompt``, ``chosen``, ``rejected``.
     """
     key = str(name_or_path)
-    if key in PREFERENCE_DATASETS:
+    if key in GENERATED_PREFERENCES:
+        raw = datasets.Dataset.from_list(GENERATED_PREFERENCES[key]())
+    elif key in PREFERENCE_DATASETS:
         path = data_dir() / PREFERENCE_DATASETS[key]
         if not path.is_file():
             raise FileNotFoundError(

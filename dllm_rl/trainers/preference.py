@@ -245,7 +245,7 @@ def draws_per_response(section: Any) -> int:
 def check(config: PreferenceConfig, world_size: int) -> list[str]:
     """The dry run: batch arithmetic, the model source, the data location; nothing loaded."""
     from dllm_rl.data.paths import data_dir
-    from dllm_rl.data.preference import PREFERENCE_DATASETS
+    from dllm_rl.data.preference import GENERATED_PREFERENCES, PREFERENCE_DATASETS
     from dllm_rl.run.build import check_model_source
 
     local = config.check_batch(world_size)
@@ -256,7 +256,8 @@ def check(config: PreferenceConfig, world_size: int) -> list[str]:
             raise FileNotFoundError(f"preference set {d.dataset!r}: no local copy at {path}")
     else:
         path = Path(d.dataset).expanduser()
-    if path.is_file():  # read and checked row by row, as the run will
+    if d.dataset in GENERATED_PREFERENCES or path.is_file():  # read and checked, as the run will
+        path = "generated" if d.dataset in GENERATED_PREFERENCES else path
         rows = load_preference(d.dataset, d.split, config=d.config, limit=d.limit)
         train_rows, held = split_held_out(list(rows), d.eval_rows, d.dataset)
         where = f"{path}: {len(train_rows)} pairs to train on, {len(held)} held out"
