@@ -341,7 +341,7 @@ def plot_demo(out: Path, summary: dict[str, Any]) -> Path:
         offset = sft_steps if run == "control" else 0
         x, y = eval_curve(out / run, key, ends, rl_steps, offset)
         b.plot(x, y, "o-", color=color, label=label, ms=4)
-    b.axhline(100 * summary["sft_exact"], color="tab:gray", ls="--", lw=1, label="SFT plateau")
+    b.axhline(100 * summary["sft_exact"], color="tab:gray", ls="--", lw=1, label="after stage 1 SFT")
     b.set(
         title="stage 2: RL with the verifier vs more SFT",
         xlabel="optimizer step after SFT",
@@ -349,7 +349,7 @@ def plot_demo(out: Path, summary: dict[str, Any]) -> Path:
         ylim=(0, 100),
     )
     b.grid(alpha=0.3)
-    b.legend(loc="lower right", fontsize=8)
+    b.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=8, frameon=False)
     path = out / "reward.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -135,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from dllm_rl.progress import quiet_library_bars
+
+    quiet_library_bars()  # before the dry run's data reads: no bar redraws in a log file
     world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
         lines = algo.check(config, world)
@@ -146,7 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in lines:
             print(f"  {line}")
         return 0
-    from dllm_rl.progress import quiet_library_bars
     from dllm_rl.run.preflight import check_model
 
     try:
@@ -154,7 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    quiet_library_bars()
     fresh = not config.run.output_dir or not Path(config.run.output_dir).exists()
     finished = False
     try:
