@@ -33,6 +33,7 @@ from dllm_rl.data.formatting import (
 )
 from dllm_rl.data.registry import load_task
 from dllm_rl.data.sources import load_dataset_path, read_local_file
+from dllm_rl.run.errors import DataError
 
 SFT_COLUMNS = ("prompt", "response")
 
@@ -81,7 +82,9 @@ def load_sft(
         rows = read_local_file(path) if path.is_file() else load_dataset_path(key, config, split)
         if limit is not None:
             rows = rows.select(range(min(limit, len(rows))))
-        rows = rows.map(_to_prompt_response, desc="sft rows")
+        rows = rows.map(
+            _to_prompt_response, with_indices=True, fn_kwargs={"source": key}, desc="sft rows"
+        )
     rest = [c for c in rows.column_names if c not in SFT_COLUMNS]
     return rows.select_columns([*SFT_COLUMNS, *rest])
 
@@ -91,18 +94,23 @@ def _sum_width(digits: int | tuple[int, int]) -> int:
     return high + 1  # the sum of two d-digit numbers has at most d + 1 digits
 
 
-def _to_prompt_response(row: dict[str, Any]) -> dict[str, Any]:
+def _to_prompt_response(row: dict[str, Any], index: int, source: str) -> dict[str, Any]:
     if "messages" in row and row["messages"] is not None:
         messages = row["messages"]
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last is None or last == 0:
-            raise ValueError("a messages row needs an assistant message after the first turn")
+            raise DataError(
+                f"SFT data {source!r}, row {index + 1}: a messages row needs an assistant "
+                "message after the first turn"
+            )
         return {"prompt": messages[:last], "response": [messages[last]]}
     for response in ("response", "completion"):
-        if "prompt" in row and response in row:
+        if row.get("prompt") is not None and row.get(response) is not None:
             return {"prompt": row["prompt"], "response": row[response]}
-    raise ValueError(
-        f"SFT rows need 'messages', 'prompt'+'completion' or 'prompt'+'response'; got {sorted(row)}"
+    present = sorted(k for k, v in row.items() if v is not None)
+    raise DataError(
+        f"SFT data {source!r}, row {index + 1}: expected 'messages', 'prompt'+'completion' or "
+        f"'prompt'+'response'; the row has {present}"
     )
 
 

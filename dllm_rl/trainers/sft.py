@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -209,7 +210,8 @@ def _rows(config: SFTConfig, split: str, options: dict[str, Any]):
 
 
 def check(config: SFTConfig, world_size: int) -> list[str]:
-    """The dry run: batch arithmetic, the model source and the data location, nothing loaded."""
+    """The dry run: batch arithmetic, the model source and the data (a local file is read and
+    checked row by row); no model is loaded."""
     from dllm_rl.data.sft import SFT_TASKS
     from dllm_rl.run.build import check_model_source
 
@@ -223,6 +225,9 @@ def check(config: SFTConfig, world_size: int) -> list[str]:
         for split in [d.split] + ([d.eval_split] if d.eval_split and config.run.eval_steps else []):
             if split not in spec.splits:
                 raise ValueError(f"task {d.dataset!r} has no split {split!r}: {spec.splits}")
+    path = Path(str(d.dataset)).expanduser()
+    if path.is_file():  # read and checked row by row, as the run will
+        where = f"{path}: {len(_rows(config, d.split, d.options))} rows"
     return [
         f"model: {check_model_source(config.model)}",
         f"data: {where} split {d.split}",

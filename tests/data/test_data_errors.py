@@ -97,3 +97,15 @@ def test_the_rl_dry_run_reads_a_local_task_file(tmp_path, capsys):
     write_jsonl(path, [good] * 12, bad_line=11)
     assert train.main(args) == 2
     assert "gsm.jsonl, line 11, column 27: not valid JSON" in capsys.readouterr().err
+
+
+def test_the_sft_dry_run_reads_a_local_file_and_names_a_bad_row(tmp_path, capsys):
+    rows = [{"prompt": "1+1=", "completion": "2"}] * 3
+    path = write_jsonl(tmp_path / "sft.jsonl", rows)
+    args = ["recipe=sft_tiny", f"data.dataset={path}", "eval_steps=0", "dry_run=true"]
+    assert train.main(args) == 0
+    assert f"{path}: 3 rows" in capsys.readouterr().out
+    write_jsonl(path, [rows[0], {"prompt": "1+2=", "answer": "3"}, rows[0]])
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert "row 2: expected 'messages', 'prompt'+'completion' or 'prompt'+'response'" in err
