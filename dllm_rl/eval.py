@@ -643,7 +643,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for line in lines:
         logger.info(line)
-    results = evaluate(recipe, name)
+    from dllm_rl.run.engine import close_processes
+
+    try:
+        results = evaluate(recipe, name)
+    finally:
+        close_processes()
     if results is not None:
         print(
             f"{name}: accuracy {results['accuracy']:.4f} ({results['accuracy_reward']}) on "

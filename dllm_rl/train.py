@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.run.print_config:
         print(to_yaml(config), end="")
         return 0
+    from dllm_rl.run.engine import close_processes
     from dllm_rl.run.errors import StartError
     from dllm_rl.trainers.common import RunStopped, check_launch
     from rewards.registry import RewardContractError
@@ -172,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if fresh and not finished:  # a failed start, of any kind, leaves no empty run folder
             remove_empty_run(config.run.output_dir)
+        close_processes()
     plot_curves(trainer)
     return 0
 

@@ -191,6 +191,15 @@ def _npu_available() -> bool:
     return hasattr(torch, "npu") and torch.npu.is_available()
 
 
+def close_processes() -> None:
+    """Tear the process group down before the interpreter exits: left to exit-time destructors,
+    gloo's threads can abort a rank ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 # ----------------------------------------------------------------------------- engines
 class Engine:
     """The plain engine (one process, the bare model); the others override what differs.
