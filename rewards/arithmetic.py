@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -71,24 +71,42 @@ def exact_answer_reward(
     Returns:
         ``[N]``: 1.0 / 0.0, or ``None`` where the gold is not an integer.
     """
+    return _grade(completions, answer, _exact_score)
+
+
+def _answer_text(completion: Any) -> str:
+    """The last ``<answer>`` block's content, or the whole completion without one."""
+    text = completion_text(completion)
+    content = tag_content(text, "answer")
+    return text if content is None else content
+
+
+def _grade(
+    completions: Sequence[Any], answer: Sequence[Any], score: Callable[[str, str], float]
+) -> list[float | None]:
+    """``score(answer text, gold digits)`` per completion; ``None`` where the gold is not an
+    integer."""
     rewards: list[float | None] = []
     for completion, gold in zip(completions, answer, strict=True):
-        gold_value = _as_integer(str(gold))
-        if gold_value is None:
-            rewards.append(None)
-            continue
-        text = completion_text(completion)
-        content = tag_content(text, "answer")
-        predicted = _as_integer(last_number(text if content is None else content))
-        rewards.append(1.0 if predicted == gold_value else 0.0)
+        digits = _as_integer(str(gold))
+        rewards.append(None if digits is None else score(_answer_text(completion), digits))
     return rewards
+
+
+def _exact_score(text: str, gold: str) -> float:
+    return 1.0 if _as_integer(last_number(text)) == gold else 0.0
 
 
 def digit_credit_score(text: str, gold: str) -> float:
     """1.0 for the exact answer; otherwise partial credit in [0, 0.5) on the answer's span (the
     first ``len(gold)`` characters of the answer text): a quarter for each character that is a
-    digit, three quarters for each that is the gold digit, averaged over the span."""
-    if _as_integer(last_number(text)) == _as_integer(gold):
+    digit, three quarters for each that is the gold digit, averaged over the span.
+
+    Args:
+        text: the answer text (:func:`_answer_text`).
+        gold: the gold integer's canonical digits (:func:`_as_integer`).
+    """
+    if _exact_score(text, gold):
         return 1.0
     span = text.lstrip()[: len(gold)]
     credit = sum(0.25 * ch.isdigit() + 0.75 * (ch == g) for ch, g in zip(span, gold))
@@ -119,13 +137,4 @@ def digit_credit_reward(
     Returns:
         ``[N]`` values in [0, 1], or ``None`` where the gold is not an integer.
     """
-    rewards: list[float | None] = []
-    for completion, gold in zip(completions, answer, strict=True):
-        digits = _as_integer(str(gold))
-        if digits is None:
-            rewards.append(None)
-            continue
-        text = completion_text(completion)
-        content = tag_content(text, "answer")
-        rewards.append(digit_credit_score(text if content is None else content, digits))
-    return rewards
+    return _grade(completions, answer, digit_credit_score)

@@ -41,6 +41,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_train import MALLOC_ENV, _status_kb  # noqa: E402  (glibc settings, /proc readings)
+
 CONFIG = {
     "ddp": "multi_gpu.yaml",
     "zero2": "deepspeed_zero2.yaml",
@@ -76,18 +79,6 @@ def live_config(folder: Path) -> Path:
     )
     (folder / "accelerate.yaml").write_text(text + "\n")
     return folder / "accelerate.yaml"
-
-
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
-"""glibc: allocations above 128 KiB are mmapped and returned on free, so RSS follows tensors."""
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _reset_peak() -> int:

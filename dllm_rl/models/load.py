@@ -134,7 +134,8 @@ def _masked_lm_model_types() -> set[str]:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set: nothing may be downloaded."""
     return any(
         os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
         for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -176,7 +177,7 @@ def check_model_name(name_or_path: str | os.PathLike) -> None:
             f"{name!r}: no such directory{where}. Pass a directory holding config.json and the "
             "weights, or a hub id as 'org/name'."
         )
-    if _offline() and not _cached_on_hub(name):
+    if hub_offline() and not _cached_on_hub(name):
         raise FileNotFoundError(
             f"{name!r}: no such directory, and not a hub id in the local cache while offline "
             "(HF_HUB_OFFLINE is set). Download it first or pass a local directory."

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dllm_rl.devices import npu_available
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.run.errors import StartError
 
@@ -176,7 +177,7 @@ def make_accelerator(spec: EngineSpec, device: str = "auto") -> Any:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
-    on_cpu = device == "cpu" or not (torch.cuda.is_available() or _npu_available())
+    on_cpu = device == "cpu" or not (torch.cuda.is_available() or npu_available())
     handlers: list[Any] = [DistributedDataParallelKwargs(broadcast_buffers=False)]
     if spec.world_size > 1 and on_cpu:
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
@@ -185,10 +186,6 @@ def make_accelerator(spec: EngineSpec, device: str = "auto") -> Any:
     fsdp_env = tuple(k for k in os.environ if k.startswith("FSDP_")) + ("ACCELERATE_USE_FSDP",)
     with _hidden(fsdp_env) if spec.name == "fsdp2" else nullcontext():
         return Accelerator(cpu=on_cpu, kwargs_handlers=handlers)
-
-
-def _npu_available() -> bool:
-    return hasattr(torch, "npu") and torch.npu.is_available()
 
 
 def close_processes() -> None:
@@ -371,7 +368,7 @@ class DeepSpeedEngine(Engine):
                     zero[key] = value
         if self.spec.name == "zero3":
             zero["stage3_gather_16bit_weights_on_model_save"] = True
-        self.ds, self._wrapped = self.accelerator.prepare(module, optimizer)
+        self.ds, _ = self.accelerator.prepare(module, optimizer)  # accelerate keeps its wrapper
         policy.runner = self.ds
         self.optimizer = optimizer  # the client optimizer: its param groups carry the lr
         return optimizer
@@ -450,7 +447,7 @@ class FSDP2Engine(Engine):
         module = policy.model
         device = self.accelerator.device
         mesh = init_device_mesh(device.type, (self.world_size,))
-        reshard = _true(os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true"))
+        self.reshard = reshard = _true(os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true"))
         layers = decoder_layers(module)
         if not layers:
             raise LaunchError(
@@ -477,9 +474,8 @@ class FSDP2Engine(Engine):
         try:
             yield
         finally:
-            reshard = _true(os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true"))
             for unit in units:
-                unit.set_reshard_after_forward(reshard)
+                unit.set_reshard_after_forward(self.reshard)
                 unit.reshard()
 
     def _options(self, full: bool) -> Any:

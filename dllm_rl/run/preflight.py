@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from dllm_rl.devices import npu_available
+from dllm_rl.models.load import hub_offline
 from dllm_rl.run.errors import StartError
 
 LARGE_ON_CPU = 2e9
@@ -49,10 +51,7 @@ def estimate_parameters(config: dict[str, Any]) -> int | None:
 
 def hub_reachable(timeout_s: float = HUB_TIMEOUT_S) -> bool:
     """Whether the Hugging Face hub answers within ``timeout_s`` (no retries)."""
-    if any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    ):
+    if hub_offline():
         return False
     import socket
     from urllib.parse import urlparse
@@ -98,7 +97,7 @@ def check_model(model: Any, run: Any) -> None:
             raise StartError(not_found_message(name))
         return  # downloaded at load; its size is checked by nobody before that
     on_cpu = run.device == "cpu" or (
-        run.device == "auto" and not torch.cuda.is_available() and not _npu()
+        run.device == "auto" and not torch.cuda.is_available() and not npu_available()
     )
     params = estimate_parameters(config)
     if not on_cpu or params is None or params <= LARGE_ON_CPU or run.allow_cpu_large:
@@ -118,6 +117,3 @@ def check_model(model: Any, run: Any) -> None:
         "anyway."
     )
 
-
-def _npu() -> bool:
-    return hasattr(torch, "npu") and torch.npu.is_available()

@@ -274,8 +274,8 @@ class Session:
     def __post_init__(self) -> None:
         if self.engine is None:  # a session built by hand (benchmarks): one process, plain
             self.engine = build_engine(EngineSpec("plain"), self.accelerator)
-            self.engine.policy, self.engine.optimizer = self.policy, self.optimizer
-            self.engine.max_grad_norm = self.config.training.max_grad_norm
+            limit = self.config.training.max_grad_norm
+            self.engine.prepare(self.policy, lambda model: self.optimizer, limit)
 
     @property
     def rank(self) -> int:
