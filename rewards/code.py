@@ -5,8 +5,10 @@ The columns contract (dataset loaders build HumanEval and MBPP records to match 
 - ``tests: list[str]``: independent test snippets (MBPP: each ``assert`` line; HumanEval:
   ``["check(<entry_point>)"]``). The reward is the fraction that pass: a snippet passes when it runs
   to its end without raising.
-- ``test_setup: str | None``: code run after the candidate and before the tests (imports, MBPP's
-  ``test_setup_code``, HumanEval's ``def check(candidate): ...`` with its ``METADATA``).
+- ``test_setup: str | None``: code run by the judge before the tests (imports, MBPP's
+  ``test_setup_code``, HumanEval's ``def check(candidate): ...`` with its ``METADATA``). Only its
+  module-level imports also run in the candidate's process (:func:`setup_imports`), before the
+  candidate's code: nothing that holds an expected value ever enters that process.
 - ``code_prefix: str | None``: prepended to the extracted code when that code does not itself define
   ``entry_point`` (HumanEval: the prompt, so that a body-only completion works). When the code does
   define it, the prefix is still prepended if it is a complete program on its own (HumanEval's
@@ -15,7 +17,8 @@ The columns contract (dataset loaders build HumanEval and MBPP records to match 
 - ``entry_point: str | None``: the function under test.
 
 Two sandboxed programs per completion (:mod:`rewards.sandbox_remote`): the **servant** runs the
-candidate code (behind the prefix), then the setup, in its own interpreter, and answers requests;
+setup's imports, then the candidate code (behind the prefix), in its own interpreter, and answers
+requests;
 the **judge** runs the trusted code (the prefix when it is a complete program, so that its helpers
 are the prompt's and not the candidate's copies, then the setup and each test in its own ``try``)
 in a separate sandbox, where the names the tests need from the candidate (the entry point, its
@@ -180,8 +183,31 @@ def build_program(
 ) -> str:
     """The servant program: runs the candidate's code, then answers the judge's requests (it
     calls :func:`rewards.sandbox_remote.servant_source`, the preamble it runs behind)."""
-    data = {"code": assemble_candidate(code, code_prefix, entry_point), "setup": test_setup or ""}
+    data = {
+        "code": assemble_candidate(code, code_prefix, entry_point),
+        "imports": setup_imports(test_setup or ""),
+    }
     return f"_servant_main({data!r})\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def setup_imports(test_setup: str) -> str:
+    """The module-level imports of ``test_setup``, rebuilt from its syntax tree: all of the setup
+    the candidate's process may see (MBPP's ``import math`` that the gold code relies on).
+
+    Nothing else leaves the judge: HumanEval's setup is ``check()`` with every expected value, and
+    an MBPP setup builds the tests' inputs. The statements are regenerated (``ast.unparse``), not
+    cut from the text, so no comment or literal of the setup comes along. A setup that does not
+    parse gives nothing.
+
+    >>> setup_imports("import math\nfrom re import sub as s\nEXPECTED = 42\n")
+    'import math\nfrom re import sub as s'
+    """
+    tree = _parse(test_setup)
+    if tree is None:
+        return ""
+    imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n".join(ast.unparse(node) for node in imports)
 
 
 @functools.lru_cache(maxsize=4096)

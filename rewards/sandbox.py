@@ -40,7 +40,8 @@ Not covered: CPU shares between programs, reading world-readable files inside th
 How a program reports a result: the sandbox puts ``__sandbox_report__(text)`` in the program's
 globals; each call writes ``text`` to a report pipe (at most 4 MiB, else ``report_overflow`` and
 no report). A report is what the program says: graders that must not trust the program judge
-elsewhere (:func:`run_linked`, which the code reward uses; :mod:`rewards.sandbox_remote`).
+elsewhere (:func:`run_linked`, which the code reward uses; :mod:`rewards.sandbox_remote`), and
+there the untrusted program gets no report channel at all.
 
 The code is split by concept: this module is the public API and the parent side (spawning,
 collecting output and results); :mod:`rewards.sandbox_isolation` holds the uid leasing, the sweep
@@ -238,6 +239,7 @@ def _config(
         "parent_mount_ns": _mount_namespace(),
         "link_fds": (),
         "preamble": None,
+        "reports": True,
     }
 
 
@@ -295,6 +297,7 @@ def run_linked(
     to_program, from_judge = os.pipe()
     to_judge, from_program = os.pipe()
     program_config["link_fds"] = (to_program, from_program)
+    program_config["reports"] = False  # the untrusted side has nothing to report, nor a channel
     judge_config["link_fds"] = (to_judge, from_judge)
     # The parent closes each side's ends as soon as that side is spawned, so that the other side
     # reads end-of-file when it dies.
@@ -477,7 +480,8 @@ def _spawn_and_collect(
     owned_fds: list[int] | None,
 ) -> SandboxResult:
     records_read, records_write = os.pipe()  # the supervisor's; the program never holds it
-    reports_read, reports_write = os.pipe()  # the program's __sandbox_report__ calls
+    # The program's __sandbox_report__ calls (a program that does not report gets no pipe).
+    reports_read, reports_write = os.pipe() if config["reports"] else (None, None)
     config.update(
         records_fd=records_write, report_fd=reports_write, token=token, parent_pid=os.getpid()
     )
@@ -496,23 +500,21 @@ def _spawn_and_collect(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(records_write, reports_write, *config["link_fds"]),
+            pass_fds=(records_write, *_given(reports_write), *config["link_fds"]),
             cwd=workdir,
             env=env,
             start_new_session=True,
         )
     except OSError:
-        os.close(records_read)
-        os.close(reports_read)
+        _close_all([records_read, *_given(reports_read)])
         raise
     finally:
-        os.close(records_write)
-        os.close(reports_write)
+        _close_all([records_write, *_given(reports_write)])
         _close_all(owned_fds or [])  # the child has its copies of the link now
     with (
         proc,
         open(records_read, "rb", buffering=0) as records,
-        open(reports_read, "rb", buffering=0) as reports,
+        open(reports_read, "rb", buffering=0) if reports_read is not None else _none() as reports,
     ):
         try:
             proc.stdin.write(marshal.dumps((boot_code(), config)))
@@ -568,7 +570,8 @@ def _collect(
         selector.register(proc.stdout, selectors.EVENT_READ, captures["stdout"])
         selector.register(proc.stderr, selectors.EVENT_READ, captures["stderr"])
         selector.register(records, selectors.EVENT_READ, captures["records"])
-        selector.register(reports, selectors.EVENT_READ, captures["reports"])
+        if reports is not None:
+            selector.register(reports, selectors.EVENT_READ, captures["reports"])
 
         def read(timeout: float) -> bool:
             events = selector.select(timeout)
@@ -614,15 +617,13 @@ def _parse_records(data: bytes, token: str) -> dict[str, list[str]]:
 
 
 def _unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text):
-            out.append("\n" if text[i + 1] == "n" else text[i + 1])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+    r"""Undo the boot channel's escaping (a backslash sent as two, a newline as ``\n``) with
+    string methods, in linear time: a report is up to 4 MiB of the program's choosing.
+
+    Every backslash of an escaped text starts a pair, so splitting on the doubled backslash from
+    the left cuts between pairs, and the pieces hold only ``\n`` pairs.
+    """
+    return "\\".join(piece.replace("\\n", "\n") for piece in text.split("\\\\"))
 
 
 def _make_result(
@@ -683,6 +684,15 @@ def _failed(error: str, start: float) -> SandboxResult:
         report=None,
         error=error,
     )
+
+
+def _given(fd: int | None) -> tuple[int, ...]:
+    return () if fd is None else (fd,)
+
+
+@contextlib.contextmanager
+def _none():
+    yield None
 
 
 def _close_all(fds: list[int]) -> None:

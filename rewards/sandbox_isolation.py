@@ -229,11 +229,13 @@ def _boot_main() -> None:
         send("ready", ",".join(facts))
         # The supervisor's records travel on a descriptor the program never holds; nothing
         # opened before the privilege drop survives either: only stdio, report and link pipes.
-        keep = sorted({0, 1, 2, config["report_fd"], *config["link_fds"]})
+        report_fd = config["report_fd"]  # None: the program has no report channel
+        keep = sorted({0, 1, 2, *config["link_fds"]} | ({report_fd} - {None}))
         for low, high in zip(keep, keep[1:] + [2**20]):
             os.closerange(low + 1, high)
         del send
-        _boot_run(config["source"], _boot_channel(config["report_fd"], config["token"]), config)
+        report = None if report_fd is None else _boot_channel(report_fd, config["token"])
+        _boot_run(config["source"], report, config)
     for fd in config["link_fds"]:  # the program's alone: its peer must see it end
         os.close(fd)
     _boot_supervise(pid, config["timeout_s"], send, "pid" in namespaces)
@@ -611,15 +613,17 @@ def _boot_run(source: str, send, config: dict) -> None:
     import os
     import sys
 
-    def report(text, _send=send):
-        _send("report", text)
-
     namespace = {
         "__name__": "__main__",
         "__builtins__": builtins,
-        "__sandbox_report__": report,
         "__sandbox_link__": tuple(config["link_fds"]),
     }
+    if send is not None:
+
+        def report(text, _send=send):
+            _send("report", text)
+
+        namespace["__sandbox_report__"] = report
     preamble = config["preamble"]
     del send, config
     status = 0

@@ -3,9 +3,11 @@
 The code reward runs two sandboxed programs per completion, joined by two pipes only
 (:func:`rewards.sandbox.run_linked`):
 
-- the **servant** runs the candidate's code in its own interpreter, then serves requests: call
-  this function, get this attribute, list this iterator. It is untrusted: the candidate can patch
-  or replace it, and nothing it says is believed beyond its plain values;
+- the **servant** runs the candidate's code in its own interpreter (behind the setup's imports,
+  and nothing else of the tests: no expected value ever enters its process), then serves
+  requests: call this function, get this attribute, list this iterator. It is untrusted: the
+  candidate can patch or replace it, and nothing it says is believed beyond its plain values. It
+  has no report channel: only the judge reports;
 - the **judge** runs the dataset's trusted code (the prompt's helpers, ``test_setup`` and the
   tests) in a separate sandboxed interpreter, as a different uid where the caller is root. Names
   the tests use that the trusted code does not define (the entry point, the candidate's classes)
@@ -19,8 +21,9 @@ dict), ``Counter``, ``deque``, ``Fraction`` and ``Decimal``, nested; never pickl
 decodes is always an exact builtin (or standard-library) value, so an object that compares equal
 to everything cannot exist on the judge's side. Anything else the candidate returns (an instance of
 its own class, a generator) stays in the servant and reaches the judge as an opaque handle: the
-judge may call it, read and set attributes, index it, take ``len``, iterate it (the servant sends
-the items) and print it, but equality is identity and its truth value is refused. Callables the
+judge may call it, read and set attributes, index it, iterate it (the servant sends the items;
+``len`` and ``in`` count and compare those items in the judge) and print it, but equality and
+hashing are identity and its truth value is refused. Callables the
 tests pass as arguments (``key=lambda x: ...``) stay in the judge: the servant calls back. Lists,
 dicts, sets and bytearrays passed as arguments and changed in place by the candidate are copied
 back into the judge's objects after the call, so in-place mutation tests work.
@@ -228,19 +231,16 @@ def _servant_main(data):
     namespace = module.__dict__
     namespace["__builtins__"] = builtins
     candidate_error = ""
+    if data["imports"]:  # the setup's imports (MBPP's gold code uses them): nothing else of it
+        try:
+            exec(compile(data["imports"], "test_imports.py", "exec"), namespace)
+        except BaseException:
+            pass
     try:  # a SystemExit here (sys.exit before the tests) is caught like any error
         exec(compile(data["code"], "solution.py", "exec"), namespace)
     except BaseException as exc:
         candidate_error = type(exc).__name__
-    if data["setup"]:  # what the setup defines, the candidate's code sees (MBPP's contract)
-        scratch = dict(namespace)
-        try:
-            exec(compile(data["setup"], "test_setup.py", "exec"), scratch)
-        except BaseException:
-            pass
-        for key, value in scratch.items():
-            if type(key) is str and not key.startswith("__") and namespace.get(key) is not value:
-                namespace[key] = value
+    del data
     objects, ids = {}, {}
     pending = {"next": 0}
 
@@ -304,12 +304,8 @@ def _servant_main(data):
             elif op == "setitem":
                 target[args[0]] = args[1]
                 result = None
-            elif op == "len":
-                result = len(target)
             elif op == "list":
                 result = list(target)
-            elif op == "contains":
-                result = args[0] in target
             elif op in ("repr", "str"):
                 result = (repr if op == "repr" else str)(target)
             else:
@@ -350,7 +346,11 @@ def _servant_main(data):
 
 
 class _Remote:
-    """An object that lives in the servant. Equality is identity; it has no truth value."""
+    """An object that lives in the servant. Equality is identity, hashing by identity, ordering
+    undefined; it has no truth value. ``len``, iteration and ``in`` use the items the servant
+    lists (plain values or handles), counted and compared in the judge: the candidate's
+    ``__len__``, ``__contains__`` or ``__eq__`` decide nothing. The argument of ``in`` (an
+    expected value) never crosses to the servant."""
 
     __slots__ = ("_number", "_kind", "__weakref__")
     _call = None  # the judge's request function, set at start
@@ -379,23 +379,29 @@ class _Remote:
     def __setitem__(self, key, value):
         self._ask("setitem", key, value)
 
-    def __len__(self):
-        value = self._ask("len")
-        if type(value) is not int:
-            raise TypeError("len() of a candidate's object is not an int")
-        return value
-
-    def __iter__(self):
+    def _items(self):
         value = self._ask("list")
         if type(value) is not list:
             raise TypeError("a candidate's object did not list its items")
-        return iter(value)
-
-    def __contains__(self, item):
-        value = self._ask("contains", item)
-        if type(value) is not bool:
-            raise TypeError("'in' on a candidate's object did not give a bool")
         return value
+
+    def __len__(self):  # counted here, from the items: never the candidate's __len__
+        return len(self._items())
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __contains__(self, item):  # compared here, item by item: never the candidate's
+        return any(value is item or value == item for value in self._items())
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    def __hash__(self):
+        return id(self)
 
     def __repr__(self):
         value = self._ask("repr")
@@ -449,10 +455,16 @@ def _judge_main(data):
         return remotes[node[1]]
 
     encode, decode = _codec(handle_out, handle_in)
+    # A candidate's exception arrives as the builtin type of the same name (a test may expect
+    # ValueError), except those that steer control flow: a StopIteration raised in the judge
+    # would silently end an enclosing map() or generator (all(map(f, xs)) would pass).
+    control_flow = (StopIteration, StopAsyncIteration)
     exceptions = {
         name: value
         for name, value in vars(builtins).items()
-        if isinstance(value, type) and issubclass(value, Exception)
+        if isinstance(value, type)
+        and issubclass(value, Exception)
+        and not issubclass(value, control_flow)
     }
 
     def request(number, op, args, kwargs):
@@ -526,11 +538,12 @@ def _judge_main(data):
             if type(name) is not str or name not in wanted:
                 continue
             if type(node) is list and node[:1] == ["H"] and len(node) == 5 and node[4]:
-                module = str(node[4])  # a module the candidate imported: the judge's own copy
-                if module.split(".")[0] in sys.stdlib_module_names:  # never a proxy
+                # A module the candidate imported under the name the tests use: the judge's own
+                # copy, never a proxy, and only a standard module of exactly that name (the
+                # tests' own word), never one the servant names (unittest.__main__, antigravity).
+                if node[4] == name and name in sys.stdlib_module_names:
                     try:
-                        __import__(module)
-                        namespace[name] = sys.modules[module]
+                        namespace[name] = __import__(name)
                     except Exception:
                         pass
                 continue

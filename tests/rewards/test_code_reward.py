@@ -102,10 +102,14 @@ def test_scores_fraction_of_tests_passed() -> None:
 
 
 def test_test_setup_and_independent_snippets() -> None:
-    completions = [fenced("def area(r):\n    return round(PI * r * r, 2)")]
-    tests = [["assert area(1) == 3.14", "assert area(2) == 0", "raise RuntimeError", "area(1)"]]
-    grades = grade_code(completions, tests, test_setup="PI = 3.14159")
+    completions = [fenced("def area(r):\n    return round(math.pi * r * r, 2)")]
+    tests = [["assert area(1) == SMALL", "assert area(2) == 0", "raise RuntimeError", "area(1)"]]
+    # The setup's imports reach the candidate (MBPP's gold code uses them); nothing else does.
+    setup = "import math\nSMALL = 3.14"
+    grades = grade_code(completions, tests, test_setup=setup)
     assert (grades[0].reward, grades[0].passed, grades[0].total) == (0.5, 2, 4)
+    peeking = fenced("def area(r):\n    return SMALL")  # a setup value is the judge's alone
+    assert grade_code([peeking], tests, test_setup=setup)[0].reward == 0.0
     # The candidate's top level raising (here after defining the function) does not stop the tests.
     raising = fenced("def add(a, b):\n    return a + b\nraise ValueError('demo')")
     grades = grade_code([raising], [ADD_TESTS])
