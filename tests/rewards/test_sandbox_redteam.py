@@ -1,4 +1,4 @@
-"""The red-team suite of issue 10, and direct pins of each finding of the review.
+"""The red-team suites of issues 10 and 17, and direct pins of each finding of the reviews.
 
 The suite (``rewards.sandbox_redteam``) runs once per module; each of its cases is one test. The
 other tests pin a finding each with the smallest program that showed it: before the fix, every
@@ -45,6 +45,12 @@ CASES = [
     "result_pipe_overflow_reward",
     "root_opened_fds",
     "trainer_sigkill",
+    "probe_and_replay_check",
+    "always_true_contains",
+    "stop_iteration_ends_map",
+    "servant_named_modules",
+    "candidate_len_and_eq",
+    "report_channel_flood",
     *(
         f"{case}[{mode}]"
         for mode in ("no-namespaces", "no-namespaces-no-uid")
