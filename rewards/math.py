@@ -69,6 +69,11 @@ def extract_answer(text: str) -> str | None:
     return last_boxed(text)
 
 
+MAX_ANSWER_CHARS = 1000
+"""A longer final answer scores 0.0 unparsed: no competition answer needs it, and math-verify's
+parsing of hostile megabytes runs into its timeout instead of finishing in linear time."""
+
+
 def _parse(text: str, timeout_s: int) -> list[Any]:
     """math-verify's reading of an answer or gold string; ``[]`` when it finds nothing."""
     from math_verify import parse
@@ -98,8 +103,8 @@ def grade_answer(completion: str, gold: str, soft_timeout_s: int = 3) -> float |
             math-verify silently return an empty parse), for each of the three steps.
 
     Returns:
-        1.0 if equal, 0.0 if not or if the completion has no answer, ``None`` if the gold cannot
-        be parsed.
+        1.0 if equal, 0.0 if not, if the completion has no answer or one longer than
+        :data:`MAX_ANSWER_CHARS`; ``None`` if the gold cannot be parsed.
     """
     from math_verify import verify
 
@@ -108,7 +113,7 @@ def grade_answer(completion: str, gold: str, soft_timeout_s: int = 3) -> float |
     if not gold_parsed:
         return None
     answer = extract_answer(completion)
-    if not answer:
+    if not answer or len(answer) > MAX_ANSWER_CHARS:
         return 0.0
     answer_parsed = _parse(answer, timeout_s)
     if not answer_parsed:

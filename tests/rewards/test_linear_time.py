@@ -1,7 +1,8 @@
 """Rewards run in the trainer's process on text a policy is trained to exploit: each pure reward
 of the registry grades hostile completions in linear time. For every reward and every hostile
 pattern (long runs of the delimiters its parser looks for, nested and unclosed tags, huge
-numbers), the CPU time at 1 MB is compared with the time at 100 kB: linear work gives ~10x,
+numbers), the time at 1 MB (wall clock: maths and code grade in other processes) is compared
+with the time at 100 kB: linear work gives ~10x,
 quadratic ~100x; the test allows 30x (and passes outright below 50 ms at 1 MB, where a ratio of
 two timer readings is noise). The two rewards that were quadratic before are pinned with the
 inputs that showed it (reasoning_format: 38 s at 160 kB; exact_answer: 5 s at 200k digits).
@@ -57,16 +58,27 @@ COLUMNS = {
         "solution": ["1234341221434321"],
     },
     "code_format": {},
+    "digit_credit": {"answer": ["42"]},
+    "math": {"answer": ["42"]},
+    "code": {"tests": [["assert f(1) == 2"]], "entry_point": ["f"]},
 }
 
 
 def cpu_seconds(reward: Callable, text: str, columns: dict) -> float:
+    """Best of three wall-clock readings: the maths and code rewards work in other processes
+    (math-verify workers, sandboxes), so the trainer's own CPU time would not see them."""
     best = float("inf")
     for _ in range(3):
-        start = time.process_time()
+        start = time.perf_counter()
         reward(prompts=[""], completions=[text], **columns)
-        best = min(best, time.process_time() - start)
+        best = min(best, time.perf_counter() - start)
     return best
+
+
+def test_every_registered_reward_is_checked():
+    from rewards.registry import BUILTIN_REWARDS
+
+    assert set(COLUMNS) == set(BUILTIN_REWARDS)
 
 
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
