@@ -70,7 +70,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import sandbox_cgroup
+from . import sandbox_cgroup, sandbox_zygote
 from .sandbox_isolation import (
     BOOT_STUB,
     WORKDIR_PREFIX,
@@ -494,17 +494,24 @@ def _spawn_and_collect(
         "HOME": workdir,
         "TMPDIR": workdir,
     }
+    fds = (records_write, *_given(reports_write), *config["link_fds"])
     try:
-        proc = subprocess.Popen(
-            [sys.executable, *flags, "-c", BOOT_STUB],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(records_write, *_given(reports_write), *config["link_fds"]),
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-        )
+        if sandbox_zygote.enabled():
+            proc = sandbox_zygote.spawn(site_packages, fds, workdir, env, config["reports"])
+            config["parent_pid"] = proc._server.pid
+            payload = marshal.dumps(config)  # the server has the boot code already
+        else:
+            proc = subprocess.Popen(
+                [sys.executable, *flags, "-c", BOOT_STUB],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=fds,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+            )
+            payload = marshal.dumps((boot_code(), config))
     except OSError:
         _close_all([records_read, *_given(reports_read)])
         raise
@@ -517,7 +524,7 @@ def _spawn_and_collect(
         open(reports_read, "rb", buffering=0) if reports_read is not None else _none() as reports,
     ):
         try:
-            proc.stdin.write(marshal.dumps((boot_code(), config)))
+            proc.stdin.write(payload)
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it died before reading its configuration; reported below as "did not start"

@@ -163,7 +163,12 @@ def test_cheats_score_zero() -> None:
     assert dict(zip(cheats, rewards)) == dict.fromkeys(cheats, 0.0)
 
 
-def test_infrastructure_failure_gives_none(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fork_server", ["1", "0"])
+def test_infrastructure_failure_gives_none(monkeypatch: pytest.MonkeyPatch, fork_server) -> None:
+    from rewards import sandbox_zygote
+
+    monkeypatch.setenv("DLLM_RL_SANDBOX_FORKSERVER", fork_server)
+    monkeypatch.setattr(sandbox_zygote, "_SERVERS", {})  # a fork server starts afresh
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     grades = grade_code([fenced("def add(a, b):\n    return a + b")], [ADD_TESTS])
     assert grades[0].reward is None and grades[0].outcome.startswith("sandbox error")

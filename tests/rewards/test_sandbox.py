@@ -8,6 +8,7 @@ not be reached, a bystander process that must survive, a secret that must not le
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -93,10 +94,54 @@ def test_killed_by_signal() -> None:
         assert result.killed_by_signal == 11 and result.exit_code is None
 
 
-def test_infrastructure_failure_is_an_error_not_a_result(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fork_server", ["1", "0"])
+def test_infrastructure_failure_is_an_error_not_a_result(
+    monkeypatch: pytest.MonkeyPatch, fork_server: str
+) -> None:
+    from rewards import sandbox_zygote
+
+    monkeypatch.setenv("DLLM_RL_SANDBOX_FORKSERVER", fork_server)
+    monkeypatch.setattr(sandbox_zygote, "_SERVERS", {})  # a fork server starts afresh
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     result = run_program("print(1)", timeout_s=5)
     assert result.error is not None and result.report is None
+
+
+def test_a_dead_fork_server_is_replaced() -> None:
+    from rewards import sandbox_zygote
+
+    if not sandbox_zygote.enabled():
+        pytest.skip("no fork server here")
+    assert run_program("print(1)").stdout == "1\n"
+    first = sandbox_zygote.server(False)
+    os.kill(first.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while first.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert run_program("print(2)").stdout == "2\n"
+    assert sandbox_zygote.server(False).pid != first.pid
+
+
+def test_a_program_reads_nothing_of_another_through_the_fork_server() -> None:
+    # The server never holds a source: a program that scans its whole memory finds no trace
+    # of the previous program's text (searched by a pattern, so the needle is not in memory).
+    secret = "zq" + "7" * 30 + "qz"
+    run_program(f"x = {secret!r}\nprint(len(x))")
+    scan = (
+        "import ctypes, re\n"
+        "needle, found, scanned = re.compile(rb'zq7{30}qz'), False, 0\n"
+        "with open('/proc/self/maps') as maps:\n"
+        "    spans = [line.split() for line in maps]\n"
+        "for fields in spans:\n"
+        "    if not fields[1].startswith('r') or fields[-1].startswith('[v'):\n"
+        "        continue\n"
+        "    lo, hi = (int(v, 16) for v in fields[0].split('-'))\n"
+        "    found = found or needle.search(ctypes.string_at(lo, hi - lo)) is not None\n"
+        "    scanned += hi - lo\n"
+        "print(found, scanned > 2**20)\n"
+    )
+    result = run_program(scan, memory_mb=1024)
+    assert result.stdout == "False True\n", result.stderr[-500:]
 
 
 def test_no_temporary_directory_is_an_error_not_a_raise(monkeypatch: pytest.MonkeyPatch) -> None:

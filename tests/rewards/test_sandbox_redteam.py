@@ -209,15 +209,21 @@ def test_degraded_modes_are_forced_by_environment_variables(monkeypatch) -> None
 
 def test_modules_the_tests_take_from_the_candidate_are_the_judges_own() -> None:
     code = (
-        "import math as m, sys, types\n"
-        "m.isclose = lambda *a, **k: True\n"  # patched in the candidate's interpreter only
+        "import math, sys, types\n"
+        "import math as m\n"
+        "math.isclose = lambda *a, **k: True\n"  # patched in the candidate's interpreter only
         "fake = types.ModuleType('fake_stdlib')\n"
         "fake.__name__ = 'os'\n"
         "def f(x):\n    return 3.0\n"
     )
-    tests = ["assert m.isclose(f(4), 2.0)", "assert m.isclose(f(4), 3.0)"]
+    tests = ["assert math.isclose(f(4), 2.0)", "assert math.isclose(f(4), 3.0)"]
     (grade,) = grade_code([f"```python\n{code}```"], [tests])
     assert (grade.passed, grade.total) == (1, 2), grade
+    # Only a standard module of the tests' own name: an alias (m for math) or a module that
+    # calls itself os is not imported for them.
+    aliased = ["assert m.isclose(f(4), 3.0)", "assert fake.sep == '/'"]
+    (grade,) = grade_code([f"```python\n{code}```"], [aliased])
+    assert (grade.passed, grade.total) == (0, 2), grade
 
 
 def test_a_candidate_that_hangs_fails_the_tests_left_and_the_judge_still_reports() -> None:
