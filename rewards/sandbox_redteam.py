@@ -674,8 +674,7 @@ servant's frames and ``gc``, or ``compile`` hooked before the setup is compiled)
 expected values with probe objects and replays them (see :func:`_case_probe_and_replay`)."""
 
 _HUMANEVAL_LIKE = (
-    "def candidate_under_test(a, b):\n"
-    '    """The sum of a and b."""\n',
+    'def candidate_under_test(a, b):\n    """The sum of a and b."""\n',
     "METADATA = {}\n\n"
     "def check(candidate):\n"
     "    assert candidate(1, 2) == 3\n"
@@ -697,7 +696,10 @@ def _case_probe_and_replay(timeout_s: float):
         timeout_s=5.0,
     )
     gold = grade_code(
-        ["    return a + b\n"], [["check(candidate_under_test)"]], setup, prefix,
+        ["    return a + b\n"],
+        [["check(candidate_under_test)"]],
+        setup,
+        prefix,
         "candidate_under_test",
     )[0]
     observed = f"replay reward {grade.reward}, gold reward {gold.reward}"
@@ -740,8 +742,10 @@ def _case_servant_named_modules(timeout_s: float):
     (grade,) = grade_code([f"```python\n{code}\n```"], [tests], timeout_s=5.0)
     printed = "Beautiful is better" in (grade.sandbox.stdout if grade.sandbox else "")
     observed = f"reward {grade.reward}, {grade.outcome}, judge printed the import: {printed}"
-    return "0.0, graded, nothing imported", observed, (
-        grade.reward == 0.0 and grade.outcome == "graded" and not printed
+    return (
+        "0.0, graded, nothing imported",
+        observed,
+        (grade.reward == 0.0 and grade.outcome == "graded" and not printed),
     )
 
 

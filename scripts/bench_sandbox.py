@@ -9,7 +9,11 @@ Two figures, each on the machine's CPUs (``--workers`` programs at a time):
 - ``mbpp_gold_programs_per_s``: the code reward on the first ``--limit`` MBPP test rows with their
   gold solution (each completion is one program that runs the candidate and all its tests).
 
-Results are printed and written as JSON to ``--out``.
+Results are printed and written as JSON to ``--out``. ``--against COMMIT`` measures that commit
+too, in the same run (its own copy of this script, in a temporary worktree, alternating with this
+checkout ``--repeat`` times, best of each), and prints both with their ratio:
+
+    python scripts/bench_sandbox.py --data ../shared/data --against 1977b9b --repeat 3
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,6 +89,62 @@ def _best(measure, repeat: int) -> dict:
     return {**best, "all_seconds": [r["seconds"] for r in runs]}
 
 
+def _measure_in(checkout: Path, args: argparse.Namespace) -> dict:
+    """One measurement by ``checkout``'s own copy of this script, in a fresh process."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "figures.json"
+        command = [sys.executable, str(checkout / "scripts" / "bench_sandbox.py")]
+        command += ["--limit", str(args.limit), "--empty", str(args.empty)]
+        command += ["--workers", str(args.workers), "--out", str(out)]
+        if args.data is not None:
+            command += ["--data", str(args.data.resolve())]
+        done = subprocess.run(command, cwd=checkout, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"the benchmark failed in {checkout}:\n{done.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def compare(args: argparse.Namespace) -> int:
+    """This checkout against ``args.against``, alternating, best of ``args.repeat`` each."""
+    from _worktree import REPO, worktree
+
+    keys = (("empty", "empty_programs_per_s"), ("mbpp", "mbpp_gold_programs_per_s"))
+    runs: dict[str, list[dict]] = {args.against: [], "this checkout": []}
+    with worktree(args.against) as old:
+        for _ in range(max(1, args.repeat)):
+            runs[args.against].append(_measure_in(old, args))
+            runs["this checkout"].append(_measure_in(REPO, args))
+    best = {
+        name: {key: max(r[part][key] for r in rs) for part, key in keys}
+        for name, rs in runs.items()
+    }
+    report = {
+        "against": args.against,
+        "commit": _commit(),
+        "workers": args.workers,
+        "repeat": args.repeat,
+        "best": best,
+        "gold_mean": {name: rs[-1]["mbpp"]["gold_mean"] for name, rs in runs.items()},
+        "ratio": {
+            key: round(best["this checkout"][key] / best[args.against][key], 2) for _, key in keys
+        },
+    }
+    print(f"{'':<16}{'empty programs/s':>18}{'MBPP gold programs/s':>22}{'gold mean':>11}")
+    for name, figures in best.items():
+        print(
+            f"{name:<16}{figures['empty_programs_per_s']:>18.1f}"
+            f"{figures['mbpp_gold_programs_per_s']:>22.1f}{report['gold_mean'][name]:>11.3f}"
+        )
+    ratio = report["ratio"]
+    print(
+        f"{'ratio':<16}{ratio['empty_programs_per_s']:>17.2f}x{ratio['mbpp_gold_programs_per_s']:>21.2f}x"
+    )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="local dataset copies")
@@ -93,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="measure N times, keep the best")
     parser.add_argument("--label", default="", help="a name for this measurement")
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON figures")
+    parser.add_argument("--against", default=None, help="another commit to measure in this run")
     args = parser.parse_args(argv)
+    if args.against:
+        return compare(args)
     report = {
         "label": args.label,
         "commit": _commit(),

@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         save_heatmap(commit_order_histogram(traj), path, heatmap_title(config))
         print(f"wrote {path}")
         views = samples_from_trajectory(traj, model.tokenizer, PROMPTS)
-        page = write_viewer(views, args.out / "trajectories.html", f"demo_sample: {config.schedule}")
+        page = write_viewer(
+            views, args.out / "trajectories.html", f"demo_sample: {config.schedule}"
+        )
         print(f"wrote {page}")
     return 0
 

@@ -15,10 +15,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _worktree import REPO, worktree
+
 if __package__ in (None, ""):  # run as a file: make the checkout importable
     sys.path.insert(0, str(REPO))
 
@@ -70,20 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     attack = f"```python\n{PROBE_AND_REPLAY}\n```"
     rows = {}
     if args.against:
-        with tempfile.TemporaryDirectory(prefix="redteam-against-") as folder:
-            worktree = Path(folder) / "checkout"
-            subprocess.run(
-                ["git", "worktree", "add", "--detach", str(worktree), args.against],
-                cwd=REPO,
-                check=True,
-                capture_output=True,
-            )
-            try:
-                rows[args.against] = grade_in(worktree, args.data, attack)
-            finally:
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, check=False
-                )
+        with worktree(args.against) as checkout:
+            rows[args.against] = grade_in(checkout, args.data, attack)
     rows["this checkout"] = grade_in(REPO, args.data, attack)
     print(f"{'commit':<16}{'attack mean':>12}{'attack 1.0':>12}{'gold mean':>11}")
     for name, row in rows.items():

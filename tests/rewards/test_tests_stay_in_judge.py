@@ -34,7 +34,7 @@ pytestmark = [
 ]
 
 MARK = "@@memory@@"
-DUMP = '''
+DUMP = """
 import gc, json, os, sys, types
 
 def _dump(when):
@@ -120,7 +120,7 @@ _calls = []
 class Node:  # MBPP 367's setup builds its input trees with the candidate's Node
     def __init__(self, data):
         self.data, self.left, self.right = data, None, None
-'''.replace("MARK", MARK)
+""".replace("MARK", MARK)
 
 
 def _dump(row: dict, setup_in_servant: bool, with_tests: bool = True) -> set[str]:
@@ -175,7 +175,9 @@ def _inputs_and_expected(row: dict) -> tuple[list[ast.AST], list[ast.AST]]:
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.Call):
             func = node.func
-            if isinstance(func, ast.Name) and not (func.id in defined or hasattr(builtins, func.id)):
+            if isinstance(func, ast.Name) and not (
+                func.id in defined or hasattr(builtins, func.id)
+            ):
                 inputs.extend([*node.args, *(k.value for k in node.keywords)])
                 return
             if isinstance(func, ast.Attribute) and func.attr != "isclose":
