@@ -1,7 +1,7 @@
 """Run untrusted, model-generated Python in a throwaway, locked-down process.
 
 One call to :func:`run_program` starts one fresh interpreter (``python -I -S -B``: isolated mode,
-no site-packages, no bytecode files) with an environment scrubbed of the parent's variables, stdin
+no site-packages, no bytecode files; forked from a pre-started one, :mod:`rewards.sandbox_zygote`) with an environment scrubbed of the parent's variables, stdin
 on ``/dev/null`` and a fresh working directory, and returns a typed :class:`SandboxResult`.
 Layers, each used where the OS allows it (``SandboxResult.isolation`` lists those a run got):
 
