@@ -645,10 +645,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info(line)
     from dllm_rl.run.engine import close_processes
 
+    finished = False
     try:
         results = evaluate(recipe, name)
+        finished = True
     finally:
-        close_processes()
+        close_processes(synchronize=finished)
     if results is not None:
         print(
             f"{name}: accuracy {results['accuracy']:.4f} ({results['accuracy_reward']}) on "

@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if fresh and not finished:  # a failed start, of any kind, leaves no empty run folder
             remove_empty_run(config.run.output_dir)
-        close_processes()
+        close_processes(synchronize=finished)
     plot_curves(trainer)
     return 0
 

@@ -188,12 +188,20 @@ def make_accelerator(spec: EngineSpec, device: str = "auto") -> Any:
         return Accelerator(cpu=on_cpu, kwargs_handlers=handlers)
 
 
-def close_processes() -> None:
+def close_processes(synchronize: bool = True) -> None:
     """Tear the process group down before the interpreter exits: left to exit-time destructors,
-    gloo's threads can abort a rank ("terminate called without an active exception")."""
+    gloo's threads can abort a rank ("terminate called without an active exception").
+
+    Args:
+        synchronize: wait for every rank first (a rank that tore its group down while another
+            still talked to it aborted the other the same way). Only after a run that ended
+            normally on every rank: after an error the others may never arrive.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
