@@ -53,6 +53,10 @@ class Budget:
 
     Attributes:
         labelled: labelled examples of stage 1 (and of the control).
+        label_seed: the seed that draws the labelled examples (``None``: the run's seed). Fixed
+            by default, so that ``--seed`` varies the initial weights and the RL prompts and
+            sampling, not which 300 sums are labelled: which examples are drawn decided whether
+            and when stage 1 left memorisation more than the initial weights did.
         sft_steps: optimizer steps of stage 1 (batch ``sft_batch``).
         rl_steps: RL steps (``prompts_per_step`` fresh prompts x ``num_generations`` each, one
             optimizer step per RL step); the control gets as many optimizer steps.
@@ -68,6 +72,7 @@ class Budget:
     """
 
     labelled: int = 300
+    label_seed: int | None = 0
     sft_steps: int = 1000
     rl_steps: int = 200
     heldout: int = 1000
@@ -117,21 +122,28 @@ class DemoData:
 def load_data(seed: int, budget: Budget) -> DemoData:
     """Labelled, unlabelled and held-out addition prompts, all a function of ``seed``.
 
-    The train split is one seeded stream of distinct pairs: its first ``labelled`` rows are the
-    labelled set, the next ``rl_steps * prompts_per_step`` the RL prompts.
+    The labelled set is the first ``labelled`` rows of the train split's stream drawn with
+    ``budget.label_seed``; the RL prompts are the first ``rl_steps * prompts_per_step`` rows of
+    the stream drawn with ``seed`` that are not labelled; the held-out prompts come from the
+    test split (disjoint from the train split by construction).
     """
     from dllm_rl.data import load_task
     from dllm_rl.data.sft import load_sft
 
-    opts = {"digits": DIGITS, "template": "compact", "seed": seed}
+    opts = {"digits": DIGITS, "template": "compact"}
+    label_seed = seed if budget.label_seed is None else budget.label_seed
     n_rl = budget.rl_steps * budget.prompts_per_step
-    labelled = load_sft("addition", "train", size=budget.labelled, zero_pad=True, **opts)
-    train = load_task("addition", "train", size=budget.labelled + n_rl, **opts)
-    unlabelled = [dict(r) for r in train.select(range(budget.labelled, len(train)))]
-    heldout = [dict(r) for r in load_task("addition", "test", size=budget.heldout, **opts)]
-    seen = {r["prompt"] for r in labelled}
-    if seen & {r["prompt"] for r in unlabelled}:
-        raise RuntimeError("labelled and RL prompts overlap: the train stream is not distinct")
+    labelled = load_sft(
+        "addition", "train", size=budget.labelled, zero_pad=True, seed=label_seed, **opts
+    )
+    seen = set(labelled["prompt"])
+    train = load_task("addition", "train", size=budget.labelled + n_rl, seed=seed, **opts)
+    unlabelled = [dict(r) for r in train if r["prompt"] not in seen][:n_rl]
+    if len(unlabelled) < n_rl:
+        raise RuntimeError(f"{len(unlabelled)} RL prompts left of {n_rl} after the labelled ones")
+    heldout = [
+        dict(r) for r in load_task("addition", "test", size=budget.heldout, seed=seed, **opts)
+    ]
     return DemoData(labelled, unlabelled, heldout)
 
 
@@ -341,7 +353,9 @@ def plot_demo(out: Path, summary: dict[str, Any]) -> Path:
         offset = sft_steps if run == "control" else 0
         x, y = eval_curve(out / run, key, ends, rl_steps, offset)
         b.plot(x, y, "o-", color=color, label=label, ms=4)
-    b.axhline(100 * summary["sft_exact"], color="tab:gray", ls="--", lw=1, label="after stage 1 SFT")
+    b.axhline(
+        100 * summary["sft_exact"], color="tab:gray", ls="--", lw=1, label="after stage 1 SFT"
+    )
     b.set(
         title="stage 2: RL with the verifier vs more SFT",
         xlabel="optimizer step after SFT",
