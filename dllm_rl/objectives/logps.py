@@ -22,6 +22,7 @@ scoring at the rollout temperature.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -201,6 +202,56 @@ def one_step_logps(
     attention = torch.cat([prompt_mask, ones], dim=1)  # [B, P+L]
     logits = model.logits(ids, _padding_or_none(attention), positions=slice(p, p + length))
     return token_logps(logits, completion_ids, temperature, mask_id, with_entropy)  # [B, L]
+
+
+# ----------------------------------------------------------------------------- whole tables
+# The no-grad passes of an RL step (old and reference log-probs), in micro-batches of ``size``.
+
+
+@torch.no_grad()
+def trajectory_logps_table(
+    model: DiffusionLM, traj: Trajectory, temperature: float, size: int
+) -> tuple[torch.Tensor, int]:
+    """``[N, L]`` log-prob of every token at its commit step (S forwards per micro-batch)."""
+    table = torch.zeros(traj.completion_ids.shape, dtype=torch.float32, device=traj.device)
+    forwards = 0
+    for lo in range(0, len(traj), size):
+        part = traj[lo : lo + size]
+        for s in range(part.num_steps):
+            out = trajectory_step_logps(model, part, s, temperature)
+            table[lo : lo + size].scatter_(1, out.positions, out.logps.float())
+            forwards += 1
+    return table, forwards
+
+
+@torch.no_grad()
+def one_step_logps_table(
+    model: DiffusionLM,
+    traj: Trajectory,
+    masks: Sequence[torch.Tensor],
+    temperature: float,
+    size: int,
+) -> tuple[torch.Tensor, int]:
+    """``[mu, N, L]`` one-step log-probs under each iteration's prompt mask ``[N, P]`` (and the
+    forwards spent), in micro-batches of ``size``."""
+    out = []
+    forwards = 0
+    for masked in masks:
+        rows = []
+        for lo in range(0, len(traj), size):
+            part = traj[lo : lo + size]
+            logps, _ = one_step_logps(
+                model,
+                part.prompt_ids,
+                part.prompt_mask,
+                part.completion_ids,
+                masked[lo : lo + size],
+                temperature,
+            )
+            rows.append(logps.float())
+            forwards += 1
+        out.append(torch.cat(rows))
+    return torch.stack(out), forwards
 
 
 def _padding_or_none(attention_mask: torch.Tensor) -> torch.Tensor | None:

@@ -9,17 +9,10 @@ One training step:
 4. **Update**: ``num_iterations`` passes over the rollout buffer in micro-batches of
    ``per_device_batch_size``, one optimizer step per pass.
 
-Log-probs (``grpo.estimator``):
-
-* ``trajectory`` (CJ-GRPO, Yang et al. 2025): for each decoding step s, one forward on the state
-  before s and the log-probs of the tokens committed at s, so the optimised transitions are exactly
-  the rollout's. The rollout's recorded commit log-probs are log pi_old of those transitions (no
-  old-log-prob pass). Backward runs per ``steps_per_backward`` steps, each part weighted by the
-  step's global normaliser, so peak memory does not grow with S and the summed gradient is the
-  full-graph gradient.
-* ``one_step`` (d1, Zhao et al. 2025): prompt tokens masked with ``p_mask_prompt``, completion fully
-  masked, one forward; a fresh mask per inner iteration, the same one for old, reference and
-  current log-probs.
+Log-probs and loss (``grpo.estimator``): one object per estimator,
+:mod:`dllm_rl.trainers.estimators` (``trajectory``: CJ-GRPO, the rollout's own transitions;
+``one_step``: d1's diffu-GRPO). The estimator runs its no-grad passes when the buffer is built
+and returns each micro-batch's forward/backward calls; this module holds only the loop.
 
 Gradients are summed, never averaged, across micro-batches and processes: the token weights
 (:func:`~dllm_rl.objectives.grpo.token_weights`) already hold the global normaliser, so micro-batch
@@ -42,112 +35,43 @@ import torch
 from dllm_rl.config import BatchPlan, GRPOConfig
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.objectives.grpo import (
-    SurrogateTerms,
-    clipped_surrogate,
     counted_positions,
     group_advantages,
-    k3_kl,
     reduction_totals,
     token_weights,
 )
-from dllm_rl.objectives.logps import draw_prompt_mask, one_step_logps, trajectory_step_logps
 from dllm_rl.rollout.config import SamplerConfig
-from dllm_rl.rollout.trajectory import Trajectory
 from dllm_rl.rollout.worker import RolloutBatch, RolloutWorker
 from dllm_rl.run.build import Reference, derive_seed, generator
 from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, gather_rows, run_calls
+from dllm_rl.trainers.estimators import (
+    Buffer,
+    Estimator,
+    LossStats,
+    LossTotals,
+    StepContext,
+    get_estimator,
+)
 
 logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- the buffer
-@dataclass
-class Buffer:
-    """One process's rollout buffer, ready for the inner iterations (N local completions).
+@dataclass(frozen=True)
+class BufferInfo:
+    """What building one step's buffer cost and found.
 
     Attributes:
-        traj: ``[N]`` trajectories.
-        advantages: ``[N]`` float32.
-        weights: ``[N, L]`` float32 token weights with the global normaliser.
-        counted: ``[N, L]`` bool positions in the loss.
-        old: ``[N, L]`` (trajectory) or ``[mu, N, L]`` (one_step) old log-probs, None when the
-            first iteration's own detached log-probs serve (one_step with mu = 1).
-        ref: like ``old``, reference log-probs; None when beta = 0.
-        prompt_masks: one_step only, ``[mu, N, P]`` bool, the prompt tokens masked per iteration.
-        global_rewards: ``[N_global]`` total rewards of every process's rows, in rank order.
-        trained: ``[n]`` long, the rows the inner iterations forward (all rows, or those with a
-            nonzero advantage under ``grpo.skip_zero_advantage``).
+        forwards: forwards of the estimator's no-grad passes (old, reference).
+        seconds: their wall time.
+        frac_reward_zero_std: groups whose G rewards are all equal (no gradient).
+        trained_fraction: rows the inner iterations forward, over all processes.
     """
 
-    traj: Trajectory
-    advantages: torch.Tensor
-    weights: torch.Tensor
-    counted: torch.Tensor
-    old: torch.Tensor | None = None
-    ref: torch.Tensor | None = None
-    prompt_masks: torch.Tensor | None = None
-    global_rewards: torch.Tensor | None = None
-    trained: torch.Tensor | None = None
-
-
-@dataclass
-class LossStats:
-    """Sums over counted tokens, kept on the model's device (no host sync inside the loss loop)
-    and reduced across processes once per step before they become means."""
-
-    FIELDS = (
-        "tokens",
-        "ratio",
-        "ratio_tokens",
-        "low",
-        "high",
-        "region",
-        "kl",
-        "entropy",
-        "entropy_tokens",
-        "loss",
-    )
-    sums: torch.Tensor | None = None  # [len(FIELDS)] float64
-    forwards: int = 0
-
-    def add(
-        self,
-        counted: torch.Tensor,
-        terms: SurrogateTerms,
-        kl: torch.Tensor | None,
-        entropy: torch.Tensor | None,
-        loss: torch.Tensor,
-        first_iteration: bool,
-    ) -> None:
-        """Add one scored block of tokens (``[n, k]`` tensors; ``counted`` selects)."""
-        c = counted.double()  # [n, k]
-        n = c.sum()
-        zero = n.new_zeros(())
-
-        def total(x: torch.Tensor | None) -> torch.Tensor:
-            return zero if x is None else (x.detach().double() * c).sum()
-
-        part = torch.stack(
-            [
-                n,
-                total(terms.ratio) if first_iteration else zero,
-                n if first_iteration else zero,
-                total(terms.is_low_clipped),
-                total(terms.is_high_clipped),
-                total(terms.is_region_clipped),
-                total(kl),
-                total(entropy),
-                n if entropy is not None else zero,
-                loss.detach().double(),
-            ]
-        )  # [len(FIELDS)]
-        self.sums = part if self.sums is None else self.sums + part
-
-    def values(self) -> torch.Tensor:
-        """``[len(FIELDS)]`` float64 on the CPU (zeros before any token was added)."""
-        if self.sums is None:
-            return torch.zeros(len(self.FIELDS), dtype=torch.float64)
-        return self.sums.cpu()
+    forwards: int
+    seconds: float
+    frac_reward_zero_std: float
+    trained_fraction: float
 
 
 def trained_rows(advantages: torch.Tensor, skip_zero: bool) -> torch.Tensor:
@@ -162,187 +86,6 @@ def trained_rows(advantages: torch.Tensor, skip_zero: bool) -> torch.Tensor:
     return rows[advantages != 0] if skip_zero else rows
 
 
-def on_rows(part: torch.Tensor, rows: torch.Tensor, n: int, dim: int) -> torch.Tensor:
-    """A table over ``n`` rows (along ``dim``) holding ``part``, computed on ``rows`` only; the
-    other rows are zeros, never read (the inner iterations forward ``rows`` only)."""
-    if len(rows) == n:
-        return part
-    shape = list(part.shape)
-    shape[dim] = n
-    return part.new_zeros(shape).index_copy_(dim, rows, part)
-
-
-# ----------------------------------------------------------------------------- per-token loss
-def _token_loss(
-    logps: torch.Tensor,
-    old: torch.Tensor,
-    adv: torch.Tensor,
-    ref: torch.Tensor | None,
-    config: GRPOConfig,
-) -> tuple[torch.Tensor, SurrogateTerms, torch.Tensor | None]:
-    """Clipped surrogate (+ beta k3) per token: ``[n, k]`` each."""
-    g = config.grpo
-    eps_high = g.epsilon if g.epsilon_high is None else g.epsilon_high
-    terms = clipped_surrogate(logps, old, adv, g.epsilon, eps_high)
-    loss = terms.loss
-    kl = None
-    if ref is not None:
-        kl = k3_kl(logps, ref)
-        loss = loss + g.beta * kl
-    return loss, terms, kl
-
-
-Call = Callable[[], torch.Tensor]
-"""One forward/backward unit of a step: runs its forward(s) and returns the loss to
-back-propagate (:func:`~dllm_rl.trainers.common.run_calls`)."""
-
-
-def trajectory_calls(
-    model: DiffusionLM,
-    buf: Buffer,
-    rows: torch.Tensor,
-    config: GRPOConfig,
-    stats: LossStats | None,
-    first_iteration: bool,
-    skip_empty: bool = True,
-) -> list[Call]:
-    """CJ-GRPO loss of one micro-batch as calls of ``steps_per_backward`` decoding steps each.
-
-    Args:
-        stats: where the counted tokens' sums go; None for a zero-weighted padding call.
-        skip_empty: leave out the decoding steps at which no counted token was committed (they
-            add nothing). Off, every micro-batch makes the same calls with the same forwards,
-            which engines that shard parameters need (every forward communicates).
-    """
-    traj = buf.traj[rows]
-    weights, counted, adv = buf.weights[rows], buf.counted[rows], buf.advantages[rows]
-    if stats is None:
-        weights = torch.zeros_like(weights)
-    old = traj.step_logprobs if buf.old is None else buf.old[rows]
-    ref = None if buf.ref is None else buf.ref[rows]
-    temperature = config.rollout.temperature
-    steps, per = traj.num_steps, config.grpo.steps_per_backward
-    wanted = [s for s in range(steps) if not skip_empty or bool(weights.gather(1, traj.committed_at(s)).any())]
-
-    def chunk(decoding_steps: list[int]) -> Call:
-        def call() -> torch.Tensor:
-            part = None
-            for s in decoding_steps:
-                where = traj.committed_at(s)  # [n, k]
-                w = weights.gather(1, where)  # [n, k]
-                out = trajectory_step_logps(
-                    model, traj, s, temperature, with_entropy=first_iteration and stats is not None
-                )
-                loss, terms, kl = _token_loss(
-                    out.logps,
-                    old.gather(1, where),
-                    adv[:, None].expand_as(w),
-                    None if ref is None else ref.gather(1, where),
-                    config,
-                )
-                term = (w * loss).sum()
-                if stats is not None:
-                    stats.forwards += 1
-                    stats.add(
-                        counted.gather(1, where), terms, kl, out.entropy, term.detach(),
-                        first_iteration,
-                    )
-                part = term if part is None else part + term
-            return part
-
-        return call
-
-    calls = []
-    for start in range(0, steps, per):
-        chosen = [s for s in wanted if start <= s < start + per]
-        if chosen:
-            calls.append(chunk(chosen))
-    return calls
-
-
-def one_step_calls(
-    model: DiffusionLM,
-    buf: Buffer,
-    rows: torch.Tensor,
-    iteration: int,
-    config: GRPOConfig,
-    stats: LossStats | None,
-) -> list[Call]:
-    """d1's one-step loss of one micro-batch: one call (one forward, one backward)."""
-
-    def call() -> torch.Tensor:
-        traj = buf.traj[rows]
-        masked = buf.prompt_masks[iteration][rows]
-        logps, entropy = one_step_logps(
-            model,
-            traj.prompt_ids,
-            traj.prompt_mask,
-            traj.completion_ids,
-            masked,
-            config.rollout.temperature,
-            with_entropy=iteration == 0 and stats is not None,
-        )  # [n, L]
-        old = logps.detach() if buf.old is None else buf.old[iteration][rows]
-        ref = None if buf.ref is None else buf.ref[iteration][rows]
-        adv = buf.advantages[rows][:, None].expand_as(logps)
-        loss, terms, kl = _token_loss(logps, old, adv, ref, config)
-        weights = buf.weights[rows] if stats is not None else torch.zeros_like(buf.weights[rows])
-        term = (weights * loss).sum()
-        if stats is not None:
-            stats.forwards += 1
-            stats.add(buf.counted[rows], terms, kl, entropy, term.detach(), iteration == 0)
-        return term
-
-    return [call]
-
-
-# ----------------------------------------------------------------------------- no-grad passes
-@torch.no_grad()
-def trajectory_logps_table(
-    model: DiffusionLM, traj: Trajectory, temperature: float, size: int
-) -> tuple[torch.Tensor, int]:
-    """``[N, L]`` log-prob of every token at its commit step (S forwards per micro-batch)."""
-    table = torch.zeros(traj.completion_ids.shape, dtype=torch.float32, device=traj.device)
-    forwards = 0
-    for lo in range(0, len(traj), size):
-        part = traj[lo : lo + size]
-        for s in range(part.num_steps):
-            out = trajectory_step_logps(model, part, s, temperature)
-            table[lo : lo + size].scatter_(1, out.positions, out.logps.float())
-            forwards += 1
-    return table, forwards
-
-
-@torch.no_grad()
-def one_step_logps_table(
-    model: DiffusionLM,
-    traj: Trajectory,
-    masks: Sequence[torch.Tensor],
-    temperature: float,
-    size: int,
-) -> tuple[torch.Tensor, int]:
-    """``[mu, N, L]`` one-step log-probs under each iteration's prompt mask ``[N, P]`` (and the
-    forwards spent), in micro-batches of ``size``."""
-    out = []
-    forwards = 0
-    for masked in masks:
-        rows = []
-        for lo in range(0, len(traj), size):
-            part = traj[lo : lo + size]
-            logps, _ = one_step_logps(
-                model,
-                part.prompt_ids,
-                part.prompt_mask,
-                part.completion_ids,
-                masked[lo : lo + size],
-                temperature,
-            )
-            rows.append(logps.float())
-            forwards += 1
-        out.append(torch.cat(rows))
-    return torch.stack(out), forwards
-
-
 # ----------------------------------------------------------------------------- the trainer
 @dataclass
 class GRPOTrainer:
@@ -355,6 +98,10 @@ class GRPOTrainer:
     records: Sequence[dict[str, Any]]
     eval_records: Sequence[dict[str, Any]] = field(default_factory=list)
     reference: Reference | None = None
+    estimator: Estimator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.estimator = get_estimator(self.config.grpo.estimator)
 
     @property
     def policy(self) -> DiffusionLM:
@@ -384,12 +131,24 @@ class GRPOTrainer:
                 prompt_width=width,
             )
 
-    def make_buffer(self, step: int, batch: RolloutBatch) -> tuple[Buffer, dict[str, float]]:
-        """Advantages, token weights, and the no-grad old/reference passes."""
+    def context(self, step: int) -> StepContext:
+        """What the estimator may use during ``step``."""
+        s = self.session
+        return StepContext(
+            policy=self.policy,
+            reference=self.reference,
+            config=self.config,
+            step=step,
+            rank=s.rank,
+            shards_parameters=s.engine.spec.shards_parameters,
+            generator=lambda tag: self.chunk_generator(tag, step),
+        )
+
+    def make_buffer(self, step: int, batch: RolloutBatch) -> tuple[Buffer, BufferInfo]:
+        """Advantages, token weights, and the estimator's no-grad passes."""
         g, s = self.config.grpo, self.session
         traj = batch.trajectory
-        device = traj.device
-        total = gather_rows(s, batch.rewards.total.to(device))  # [N_global]
+        total = gather_rows(s, batch.rewards.total.to(traj.device))  # [N_global]
         adv_all = group_advantages(total, g.num_generations, g.scale_rewards)
         n = len(batch)
         advantages = adv_all[s.rank * n : (s.rank + 1) * n].float()
@@ -398,86 +157,41 @@ class GRPOTrainer:
             s, reduction_totals(counted, traj.unmask_step, traj.num_steps, g.loss_type)
         )
         weights = token_weights(counted, traj.unmask_step, g.loss_type, totals)
-        buf = Buffer(traj, advantages, weights, counted, global_rewards=total)
-        buf.trained = trained_rows(advantages, g.skip_zero_advantage and self.reference is None)
+        rows = trained_rows(advantages, g.skip_zero_advantage and self.reference is None)
+        buf = Buffer(traj, advantages, weights, counted, global_rewards=total, trained=rows)
         start = time.perf_counter()
         with s.full_parameters():
-            forwards = self.no_grad_passes(step, buf)
+            forwards = self.estimator.prepare(self.context(step), buf)
         group_std = total.view(-1, g.num_generations).std(dim=1)
-        info = {
-            "forwards_reference": forwards,
-            "time/reference_s": time.perf_counter() - start,
-            "frac_reward_zero_std": float((group_std < 1e-6).float().mean()),
-        }
         trained = all_reduce_sum(s, torch.tensor([float(len(buf.trained))], dtype=torch.float64))
-        info["trained_fraction"] = float(trained) / len(total)
+        info = BufferInfo(
+            forwards=forwards,
+            seconds=time.perf_counter() - start,
+            frac_reward_zero_std=float((group_std < 1e-6).float().mean()),
+            trained_fraction=float(trained) / len(total),
+        )
         return buf, info
 
-    def no_grad_passes(self, step: int, buf: Buffer) -> int:
-        """The prompt masks (one_step), old and reference log-probs; returns the forwards."""
-        g, s = self.config.grpo, self.session
-        traj, n = buf.traj, len(buf.traj)
-        size, temp = g.per_device_batch_size, self.config.rollout.temperature
-        forwards = 0
-        if g.estimator == "one_step":
-            masks = []
-            for it in range(g.num_iterations):
-                rows = []
-                gen = self.chunk_generator(f"prompt_mask/{it}", step)
-                first = s.rank * n // g.generation_batch_size
-                for c, lo in enumerate(range(0, n, g.generation_batch_size)):
-                    part = traj.prompt_mask[lo : lo + g.generation_batch_size]
-                    rows.append(draw_prompt_mask(part, g.p_mask_prompt, gen(first + c)))
-                masks.append(torch.cat(rows))
-            buf.prompt_masks = torch.stack(masks)  # [mu, N, P]
-            if g.num_iterations > 1 and len(buf.trained):
-                part = [m[buf.trained] for m in masks]
-                old, f = one_step_logps_table(self.policy, traj[buf.trained], part, temp, size)
-                buf.old = on_rows(old, buf.trained, n, dim=1)
-                forwards += f
-            if self.reference is not None:
-                with self.reference.active(self.policy.model) as ref:
-                    buf.ref, f = one_step_logps_table(ref, traj, masks, temp, size)
-                forwards += f
-        else:
-            if g.old_logps == "recompute" and len(buf.trained):
-                old, f = trajectory_logps_table(self.policy, traj[buf.trained], temp, size)
-                buf.old = on_rows(old, buf.trained, n, dim=0)
-                forwards += f
-            if self.reference is not None:
-                with self.reference.active(self.policy.model) as ref:
-                    buf.ref, f = trajectory_logps_table(ref, traj, temp, size)
-                forwards += f
-        return forwards
-
-    def update(self, buf: Buffer, iteration: int, stats: LossStats) -> float:
+    def update(self, buf: Buffer, iteration: int, stats: LossStats, step: int = 0) -> float:
         """One pass over the buffer and one optimizer step; returns the gradient norm."""
-        self.accumulate(buf, iteration, stats)
+        self.accumulate(buf, iteration, stats, step)
         return self.session.optimizer_step()
 
-    def calls(
-        self, buf: Buffer, rows: torch.Tensor, iteration: int, stats: LossStats | None
-    ) -> list[Call]:
-        """The calls of one micro-batch (``stats`` None: a zero-weighted padding micro-batch)."""
-        if self.config.grpo.estimator == "one_step":
-            return one_step_calls(self.policy, buf, rows, iteration, self.config, stats)
-        skip = stats is not None and not self.session.engine.spec.shards_parameters
-        return trajectory_calls(
-            self.policy, buf, rows, self.config, stats, iteration == 0, skip_empty=skip
-        )
-
-    def accumulate(self, buf: Buffer, iteration: int, stats: LossStats) -> None:
+    def accumulate(self, buf: Buffer, iteration: int, stats: LossStats, step: int = 0) -> None:
         """One pass over the buffer in micro-batches: the step's gradient lands in the engine.
 
         Every process makes the same number of calls (:func:`run_calls`): a process with fewer
         trained rows pads with zero-weighted calls on one of its rows.
         """
-        g = self.config.grpo
+        g, ctx = self.config.grpo, self.context(step)
         self.policy.model.train()
         chunks = buf.trained.split(g.per_device_batch_size) if len(buf.trained) else ()
-        calls = [c for rows in chunks for c in self.calls(buf, rows, iteration, stats)]
+        calls = [
+            c for rows in chunks for c in self.estimator.calls(ctx, buf, rows, iteration, stats)
+        ]
         padding = buf.trained[:1] if len(buf.trained) else torch.zeros(1, dtype=torch.long)
-        pad = lambda: self.calls(buf, padding.to(buf.weights.device), iteration, None)  # noqa: E731
+        padding = padding.to(buf.weights.device)
+        pad = lambda: self.estimator.calls(ctx, buf, padding, iteration, None)  # noqa: E731
         run_calls(self.session, calls, pad)
 
     def step(self, step: int, indices: list[int]) -> tuple[dict[str, float], RolloutBatch]:
@@ -487,15 +201,15 @@ class GRPOTrainer:
         buf, info = self.make_buffer(step, batch)
         t1 = time.perf_counter()
         stats = LossStats()
-        norms = [self.update(buf, it, stats) for it in range(g.num_iterations)]
+        norms = [self.update(buf, it, stats, step) for it in range(g.num_iterations)]
         t2 = time.perf_counter()
-        sums = all_reduce_sum(s, stats.values()).tolist()
-        tokens, ratio, ratio_n, low, high, region, kl, ent, ent_n, loss = sums
+        sums = LossTotals.from_sums(all_reduce_sum(s, stats.values()))
+        tokens = max(sums.tokens, 1.0)
         values = gather_rows(s, batch.rewards.values.to(batch.trajectory.device))  # [N_g, R]
         totals = buf.global_rewards  # [N_global]
         lengths = gather_rows(s, batch.lengths.to(batch.trajectory.device).float())
         metrics: dict[str, float] = {
-            "loss": loss / g.num_iterations,
+            "loss": sums.loss / g.num_iterations,
             "reward": float(totals.mean()),
             "reward_std": float(totals.std()) if len(totals) > 1 else 0.0,
         }
@@ -515,25 +229,25 @@ class GRPOTrainer:
             metrics[f"rewards/{name}/std"] = float(col.std()) if len(col) > 1 else 0.0
             metrics[f"rewards/{name}/errors"] = errors[r]  # rows whose reward raised
         step_s = time.perf_counter() - t0
-        local_forwards = batch.forwards + info["forwards_reference"] + stats.forwards
+        local_forwards = batch.forwards + info.forwards + stats.forwards
         metrics.update(
             {
-                "frac_reward_zero_std": info["frac_reward_zero_std"],
-                "trained_fraction": info["trained_fraction"],
-                "kl": kl / max(tokens, 1.0) if self.reference is not None else 0.0,
-                "clip_ratio/low_mean": low / max(tokens, 1.0),
-                "clip_ratio/high_mean": high / max(tokens, 1.0),
-                "clip_ratio/region_mean": region / max(tokens, 1.0),
-                "ratio_mean": ratio / max(ratio_n, 1.0),
-                "entropy": ent / max(ent_n, 1.0),
+                "frac_reward_zero_std": info.frac_reward_zero_std,
+                "trained_fraction": info.trained_fraction,
+                "kl": sums.kl / tokens if self.reference is not None else 0.0,
+                "clip_ratio/low_mean": sums.low / tokens,
+                "clip_ratio/high_mean": sums.high / tokens,
+                "clip_ratio/region_mean": sums.region / tokens,
+                "ratio_mean": sums.ratio / max(sums.ratio_tokens, 1.0),
+                "entropy": sums.entropy / max(sums.entropy_tokens, 1.0),
                 "completions/mean_length": float(lengths.mean()),
                 "grad_norm": float(sum(norms) / len(norms)),
                 "learning_rate": s.scheduler.get_last_lr()[0],
                 "forwards": local_forwards,
                 "time/rollout_s": batch.rollout_s,
                 "time/score_s": batch.score_s,
-                "time/reference_s": info["time/reference_s"],
-                "time/train_s": (t2 - t1) + info["time/reference_s"],
+                "time/reference_s": info.seconds,
+                "time/train_s": (t2 - t1) + info.seconds,
                 "time/step_s": step_s,
                 "tokens_per_s": len(totals) * batch.trajectory.gen_length / step_s,
                 "optimizer_steps": g.num_iterations,

@@ -10,7 +10,8 @@ import torch
 from dllm_rl.config import GRPOConfig
 from dllm_rl.run.cli import build_config, merge
 from dllm_rl.run.metrics import read_metrics
-from dllm_rl.trainers.grpo import LossStats, build_trainer
+from dllm_rl.trainers.estimators import ESTIMATORS, LossStats
+from dllm_rl.trainers.grpo import build_trainer
 
 LETTERS = "abcd"
 RECORDS = [{"prompt": f"write {x}:", "letter": x} for x in LETTERS]
@@ -80,12 +81,32 @@ def test_ratio_is_one_on_policy(tmp_path, temperature, schedule):
     assert abs(metrics["ratio_mean"] - 1) < 1e-5
 
 
+@pytest.mark.parametrize("mu", [1, 2])
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
+def test_every_estimator_is_on_policy_at_its_first_iteration(tmp_path, estimator, mu):
+    """Through the protocol: the first inner iteration's importance ratio is 1 on every counted
+    token, whichever estimator and however many inner iterations follow."""
+    trainer = make_trainer(tmp_path, grpo={"estimator": estimator, "num_iterations": mu})
+    metrics, _ = trainer.step(1, [0, 1])
+    assert metrics["ratio_mean"] != 0.0
+    assert abs(metrics["ratio_mean"] - 1) < 1e-5
+
+
+def test_an_unknown_estimator_names_the_known_ones():
+    from dllm_rl.trainers.estimators import get_estimator
+
+    with pytest.raises(ValueError, match="one_step"):
+        get_estimator("one-step")
+
+
 def test_per_step_backward_equals_one_full_graph(tmp_path):
     """Backward per decoding step sums to the gradient of one backward through all S graphs."""
     trainer = make_trainer(tmp_path, grpo={"beta": 0.1})
     batch = trainer.rollout(1, [0, 1])
     buf, _ = trainer.make_buffer(1, batch)
-    buf.ref = buf.traj.step_logprobs - 0.05  # a reference that differs: the KL term has a gradient
+    buf.tables.ref = (
+        buf.traj.step_logprobs - 0.05
+    )  # a reference that differs: the KL term has a gradient
     per_step = grads(trainer, buf)
     trainer.config.grpo.steps_per_backward = buf.traj.num_steps
     calls = []
@@ -95,7 +116,7 @@ def test_per_step_backward_equals_one_full_graph(tmp_path):
     assert_grads_close(per_step, full)
 
 
-@pytest.mark.parametrize("estimator", ["trajectory", "one_step"])
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
 @pytest.mark.parametrize("loss_type", ["step_mean", "token_mean", "sequence_mean"])
 def test_micro_batching_never_changes_the_gradient(tmp_path, estimator, loss_type):
     """1 x 8, 2 x 4 and 8 x 1 micro-batches accumulate the same gradient (the global normaliser
@@ -122,7 +143,7 @@ def test_one_step_masks_differ_across_iterations_and_match_old_and_ref(tmp_path)
     batch = trainer.rollout(1, [0, 1])
     buf, info = trainer.make_buffer(1, batch)
     assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is never touched
-    masks = buf.prompt_masks  # [mu, N, P]
+    masks = buf.tables.prompt_masks  # [mu, N, P]
     assert masks.shape[0] == 3 and not torch.equal(masks[0], masks[1])
     assert not bool((masks & ~buf.traj.prompt_mask.bool()).any())  # padding never masked
     # Old and reference log-probs were computed under each iteration's own mask: with no update
@@ -134,9 +155,9 @@ def test_one_step_masks_differ_across_iterations_and_match_old_and_ref(tmp_path)
         fresh, _ = one_step_logps(
             trainer.policy, t.prompt_ids, t.prompt_mask, t.completion_ids, masks[i], 1.0
         )
-        torch.testing.assert_close(fresh, buf.old[i], atol=1e-5, rtol=0)
-        torch.testing.assert_close(fresh, buf.ref[i], atol=1e-5, rtol=0)
-    assert info["forwards_reference"] == 2 * 3  # (old + ref) x mu for one micro-batch
+        torch.testing.assert_close(fresh, buf.tables.old[i], atol=1e-5, rtol=0)
+        torch.testing.assert_close(fresh, buf.tables.ref[i], atol=1e-5, rtol=0)
+    assert info.forwards == 2 * 3  # (old + ref) x mu for one micro-batch
 
 
 def test_kl_is_zero_when_policy_is_the_reference(tmp_path):
@@ -203,7 +224,7 @@ def test_lora_trains_only_adapters_and_saves_a_loadable_adapter(tmp_path):
     torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
-@pytest.mark.parametrize("estimator", ["trajectory", "one_step"])
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
 def test_skipping_zero_advantage_rows_is_exact(tmp_path, estimator):
     """Rows of a group whose rewards all agree have A = 0: forwarding only the other rows gives
     the same gradient (the token weights keep the whole step's normaliser) with fewer forwards."""

@@ -1,0 +1,205 @@
+"""What every RL estimator shares: the rollout buffer, the step's context, the per-token loss,
+the loss statistics and the :class:`Estimator` protocol itself.
+
+An estimator decides how a rollout becomes per-token log-probs and a loss. It is one object
+with two methods, chosen by name from :data:`dllm_rl.trainers.estimators.ESTIMATORS`:
+
+- ``prepare(ctx, buf) -> int``: the no-grad work before the inner iterations (old and reference
+  log-probs, random masks), kept in its own typed ``buf.tables``; returns the forwards spent;
+- ``calls(ctx, buf, rows, iteration, stats) -> list[Call]``: the forward/backward units of one
+  micro-batch (:func:`~dllm_rl.trainers.common.run_calls` runs them on every engine).
+
+The GRPO loop (:mod:`dllm_rl.trainers.grpo`) holds nothing estimator-specific: advantages and
+token weights (which carry the global normaliser) are computed once, for every estimator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+import torch
+
+from dllm_rl.config import GRPOConfig
+from dllm_rl.models.adapter import DiffusionLM
+from dllm_rl.objectives.grpo import SurrogateTerms, clipped_surrogate, k3_kl
+from dllm_rl.rollout.trajectory import Trajectory
+from dllm_rl.run.build import Reference
+
+Call = Callable[[], torch.Tensor]
+"""One forward/backward unit of a step: runs its forward(s) and returns the loss to
+back-propagate (:func:`~dllm_rl.trainers.common.run_calls`)."""
+
+
+@dataclass
+class Buffer:
+    """One process's rollout buffer, ready for the inner iterations (N local completions).
+
+    Attributes:
+        traj: ``[N]`` trajectories.
+        advantages: ``[N]`` float32.
+        weights: ``[N, L]`` float32 token weights with the global normaliser.
+        counted: ``[N, L]`` bool positions in the loss.
+        global_rewards: ``[N_global]`` total rewards of every process's rows, in rank order.
+        trained: ``[n]`` long, the rows the inner iterations forward (all rows, or those with a
+            nonzero advantage under ``grpo.skip_zero_advantage``).
+        tables: the estimator's own no-grad results (its ``prepare`` sets them; a typed record
+            per estimator, e.g. :class:`~dllm_rl.trainers.estimators.trajectory.TrajectoryTables`).
+    """
+
+    traj: Trajectory
+    advantages: torch.Tensor
+    weights: torch.Tensor
+    counted: torch.Tensor
+    global_rewards: torch.Tensor
+    trained: torch.Tensor
+    tables: Any = None
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What an estimator may use from the trainer during one step.
+
+    Attributes:
+        policy: the model being trained.
+        reference: the frozen reference, ``None`` when ``beta`` is 0.
+        config: the run's configuration.
+        step: the RL step (seeds the estimator's random draws).
+        rank: this process's rank.
+        shards_parameters: the engine shards parameters (ZeRO-3, FSDP2): every micro-batch must
+            make the same forwards, so nothing may be skipped.
+        generator: ``generator(tag)(chunk)`` a ``torch.Generator`` seeded by the run seed, the
+            tag, the step and the chunk (process-count invariant draws).
+    """
+
+    policy: DiffusionLM
+    reference: Reference | None
+    config: GRPOConfig
+    step: int
+    rank: int
+    shards_parameters: bool
+    generator: Callable[[str], Callable[[int], torch.Generator]]
+
+
+class Estimator(Protocol):
+    """How a GRPO step turns its rollouts into a loss (see the module docstring)."""
+
+    name: str
+
+    def prepare(self, ctx: StepContext, buf: Buffer) -> int:
+        """No-grad passes and draws before the inner iterations; sets ``buf.tables``; returns
+        the forwards spent."""
+        ...
+
+    def calls(
+        self,
+        ctx: StepContext,
+        buf: Buffer,
+        rows: torch.Tensor,
+        iteration: int,
+        stats: LossStats | None,
+    ) -> list[Call]:
+        """One micro-batch's calls (``stats`` None: a zero-weighted padding micro-batch)."""
+        ...
+
+
+def token_loss(
+    logps: torch.Tensor,
+    old: torch.Tensor,
+    adv: torch.Tensor,
+    ref: torch.Tensor | None,
+    config: GRPOConfig,
+) -> tuple[torch.Tensor, SurrogateTerms, torch.Tensor | None]:
+    """Clipped surrogate (+ beta k3) per token: ``[n, k]`` each."""
+    g = config.grpo
+    eps_high = g.epsilon if g.epsilon_high is None else g.epsilon_high
+    terms = clipped_surrogate(logps, old, adv, g.epsilon, eps_high)
+    loss = terms.loss
+    kl = None
+    if ref is not None:
+        kl = k3_kl(logps, ref)
+        loss = loss + g.beta * kl
+    return loss, terms, kl
+
+
+@dataclass(frozen=True)
+class LossTotals:
+    """The step's loss statistics, summed over counted tokens and processes."""
+
+    tokens: float = 0.0
+    ratio: float = 0.0
+    ratio_tokens: float = 0.0
+    low: float = 0.0
+    high: float = 0.0
+    region: float = 0.0
+    kl: float = 0.0
+    entropy: float = 0.0
+    entropy_tokens: float = 0.0
+    loss: float = 0.0
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_sums(cls, sums: torch.Tensor) -> LossTotals:
+        return cls(*(float(v) for v in sums.tolist()))
+
+
+@dataclass
+class LossStats:
+    """Sums over counted tokens, kept on the model's device (no host sync inside the loss loop)
+    and reduced across processes once per step (:class:`LossTotals`)."""
+
+    sums: torch.Tensor | None = None  # [len(LossTotals.names())] float64
+    forwards: int = 0
+
+    def add(
+        self,
+        counted: torch.Tensor,
+        terms: SurrogateTerms,
+        kl: torch.Tensor | None,
+        entropy: torch.Tensor | None,
+        loss: torch.Tensor,
+        first_iteration: bool,
+    ) -> None:
+        """Add one scored block of tokens (``[n, k]`` tensors; ``counted`` selects)."""
+        c = counted.double()  # [n, k]
+        n = c.sum()
+        zero = n.new_zeros(())
+
+        def total(x: torch.Tensor | None) -> torch.Tensor:
+            return zero if x is None else (x.detach().double() * c).sum()
+
+        part = torch.stack(
+            [
+                n,
+                total(terms.ratio) if first_iteration else zero,
+                n if first_iteration else zero,
+                total(terms.is_low_clipped),
+                total(terms.is_high_clipped),
+                total(terms.is_region_clipped),
+                total(kl),
+                total(entropy),
+                n if entropy is not None else zero,
+                loss.detach().double(),
+            ]
+        )  # in the order of LossTotals' fields
+        self.sums = part if self.sums is None else self.sums + part
+
+    def values(self) -> torch.Tensor:
+        """``[len(LossTotals.names())]`` float64 on the CPU (zeros before any token)."""
+        if self.sums is None:
+            return torch.zeros(len(LossTotals.names()), dtype=torch.float64)
+        return self.sums.cpu()
+
+
+def on_rows(part: torch.Tensor, rows: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """A table over ``n`` rows (along ``dim``) holding ``part``, computed on ``rows`` only; the
+    other rows are zeros, never read (the inner iterations forward ``rows`` only)."""
+    if len(rows) == n:
+        return part
+    shape = list(part.shape)
+    shape[dim] = n
+    return part.new_zeros(shape).index_copy_(dim, rows, part)

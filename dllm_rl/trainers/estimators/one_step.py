@@ -1,0 +1,104 @@
+"""d1's diffu-GRPO estimator (Zhao et al. 2025, sec. 3.1): the completion fully masked, the
+prompt partly masked (``p_mask_prompt``), one forward; each completion token's log-prob is a
+mean-field estimate of its sequence log-likelihood.
+
+A fresh prompt mask per inner iteration, the same one for the old, reference and current
+log-probs. With ``num_iterations`` 1 the first iteration's own detached log-probs are the old
+ones (no old pass). Cost per RL step: one forward per micro-batch and inner iteration (+ mu per
+micro-batch for the old pass when mu > 1, + mu for the reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dllm_rl.objectives.logps import draw_prompt_mask, one_step_logps, one_step_logps_table
+from dllm_rl.trainers.estimators.base import (
+    Buffer,
+    Call,
+    LossStats,
+    StepContext,
+    on_rows,
+    token_loss,
+)
+
+
+@dataclass
+class OneStepTables:
+    """Attributes:
+    prompt_masks: ``[mu, N, P]`` bool, the prompt tokens masked in each inner iteration.
+    old: ``[mu, N, L]`` old log-probs; ``None`` with mu = 1 (the first pass's own serve).
+    ref: ``[mu, N, L]`` reference log-probs; ``None`` when beta = 0.
+    """
+
+    prompt_masks: torch.Tensor
+    old: torch.Tensor | None = None
+    ref: torch.Tensor | None = None
+
+
+class OneStepEstimator:
+    name = "one_step"
+
+    def prepare(self, ctx: StepContext, buf: Buffer) -> int:
+        g, temp = ctx.config.grpo, ctx.config.rollout.temperature
+        traj, n, size = buf.traj, len(buf.traj), g.per_device_batch_size
+        masks = []
+        for it in range(g.num_iterations):
+            rows = []
+            gen = ctx.generator(f"prompt_mask/{it}")
+            first = ctx.rank * n // g.generation_batch_size
+            for c, lo in enumerate(range(0, n, g.generation_batch_size)):
+                part = traj.prompt_mask[lo : lo + g.generation_batch_size]
+                rows.append(draw_prompt_mask(part, g.p_mask_prompt, gen(first + c)))
+            masks.append(torch.cat(rows))
+        tables, forwards = OneStepTables(torch.stack(masks)), 0
+        if g.num_iterations > 1 and len(buf.trained):
+            part = [m[buf.trained] for m in masks]
+            old, f = one_step_logps_table(ctx.policy, traj[buf.trained], part, temp, size)
+            tables.old = on_rows(old, buf.trained, n, dim=1)
+            forwards += f
+        if ctx.reference is not None:
+            with ctx.reference.active(ctx.policy.model) as ref:
+                tables.ref, f = one_step_logps_table(ref, traj, masks, temp, size)
+            forwards += f
+        buf.tables = tables
+        return forwards
+
+    def calls(
+        self,
+        ctx: StepContext,
+        buf: Buffer,
+        rows: torch.Tensor,
+        iteration: int,
+        stats: LossStats | None,
+    ) -> list[Call]:
+        """One call: one forward, one backward."""
+        tables = buf.tables
+
+        def call() -> torch.Tensor:
+            traj = buf.traj[rows]
+            logps, entropy = one_step_logps(
+                ctx.policy,
+                traj.prompt_ids,
+                traj.prompt_mask,
+                traj.completion_ids,
+                tables.prompt_masks[iteration][rows],
+                ctx.config.rollout.temperature,
+                with_entropy=iteration == 0 and stats is not None,
+            )  # [n, L]
+            old = logps.detach() if tables.old is None else tables.old[iteration][rows]
+            ref = None if tables.ref is None else tables.ref[iteration][rows]
+            adv = buf.advantages[rows][:, None].expand_as(logps)
+            loss, terms, kl = token_loss(logps, old, adv, ref, ctx.config)
+            weights = buf.weights[rows]
+            if stats is None:
+                weights = torch.zeros_like(weights)
+            term = (weights * loss).sum()
+            if stats is not None:
+                stats.forwards += 1
+                stats.add(buf.counted[rows], terms, kl, entropy, term.detach(), iteration == 0)
+            return term
+
+        return [call]
