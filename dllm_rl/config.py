@@ -111,9 +111,10 @@ class LoraConfig:
     alpha: int = _help("LoRA alpha (scaling alpha / r)", default=64)
     dropout: float = _help("LoRA dropout", default=0.05)
     target_modules: list[str] | str = _help(
-        "module names (suffix match) or one regex (full match); default: LLaDA's attention and "
-        "MLP projections inside the blocks (not the output head)",
-        default=r".*blocks\.\d+\.(q_proj|k_proj|v_proj|attn_out|ff_proj|up_proj|ff_out)",
+        "'default' (the model family's attention and MLP projections inside the blocks, never "
+        "the output head), 'reference' (the CJ-GRPO / d1 reference trainers' list: q/k/v and "
+        "up_proj in LLaDA), module names (suffix match) or one regex (full match)",
+        default="default",
     )
 
     def __post_init__(self) -> None:

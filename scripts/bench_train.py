@@ -266,7 +266,7 @@ def build_policy(
     else:
         lm = build_llada(args.preset, device, dtype)
     if config.model.lora.enabled:
-        lm.model = apply_lora(lm.model, config.model)
+        lm.model = apply_lora(lm.model, config.model, lm.family)
     return lm
 
 

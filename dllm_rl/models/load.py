@@ -50,6 +50,9 @@ class Family:
         model_class: returns the class whose ``from_pretrained`` loads the weights.
         adapter: ``(model, tokenizer) -> DiffusionLM``.
         attn_implementations: backends the family supports (None: whatever transformers allows).
+        lora_targets: the default LoRA targets (peft's ``target_modules``: a full-match regex or
+            ``"all-linear"``): every attention and MLP projection inside the blocks, never the
+            output head.
         hub_ids: published checkpoints known to load (documentation only).
     """
 
@@ -58,6 +61,7 @@ class Family:
     model_class: Callable[[], type]
     adapter: Callable[[nn.Module, Any], DiffusionLM]
     attn_implementations: tuple[str, ...] | None
+    lora_targets: str = "all-linear"
     hub_ids: tuple[str, ...] = ()
 
 
@@ -97,6 +101,25 @@ def _masked_lm_adapter(model: nn.Module, tokenizer: Any) -> DiffusionLM:
     return masked_lm_adapter(model, tokenizer)
 
 
+LORA_PRESETS: dict[str, list[str]] = {
+    # The CJ-GRPO and d1 reference trainers' target list. In LLaDA it matches q/k/v and up_proj
+    # only (LLaDA names its gate ff_proj and its down projection ff_out); in Dream, all seven
+    # projections but o_proj.
+    "reference": ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"],
+}
+"""Named ``model.lora.target_modules`` values (besides ``default``, the family's own)."""
+
+
+def lora_targets(value: list[str] | str, family: str) -> list[str] | str:
+    """peft's ``target_modules`` for a ``model.lora.target_modules`` setting: ``default`` (the
+    family's :attr:`Family.lora_targets`), a :data:`LORA_PRESETS` name, or itself."""
+    if value == "default":
+        return _family(family).lora_targets
+    if isinstance(value, str) and value in LORA_PRESETS:
+        return list(LORA_PRESETS[value])
+    return value
+
+
 FAMILIES: dict[str, Family] = {
     "llada": Family(
         name="llada",
@@ -104,6 +127,7 @@ FAMILIES: dict[str, Family] = {
         model_class=_llada_class,
         adapter=_llada_adapter,
         attn_implementations=("sdpa", "eager"),
+        lora_targets=r".*blocks\.\d+\.(q_proj|k_proj|v_proj|attn_out|ff_proj|up_proj|ff_out)",
         hub_ids=("GSAI-ML/LLaDA-8B-Base", "GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-1.5"),
     ),
     "dream": Family(
@@ -112,6 +136,7 @@ FAMILIES: dict[str, Family] = {
         model_class=_dream_class,
         adapter=_dream_adapter,
         attn_implementations=("sdpa", "eager"),
+        lora_targets=r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",
         hub_ids=("Dream-org/Dream-v0-Base-7B", "Dream-org/Dream-v0-Instruct-7B"),
     ),
     "masked_lm": Family(

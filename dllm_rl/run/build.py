@@ -100,20 +100,23 @@ def load_policy(config: ModelConfig, device: torch.device) -> DiffusionLM:
             gradient_checkpointing=config.gradient_checkpointing,
         )
     if config.lora.enabled:
-        policy.model = apply_lora(policy.model, config)
+        policy.model = apply_lora(policy.model, config, policy.family)
     return policy
 
 
-def apply_lora(model: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
-    """Wrap ``model`` with peft LoRA adapters (only the adapters train)."""
+def apply_lora(model: torch.nn.Module, config: ModelConfig, family: str) -> torch.nn.Module:
+    """Wrap ``model`` with peft LoRA adapters (only the adapters train); the targets resolve
+    per ``family`` (:func:`~dllm_rl.models.load.lora_targets`)."""
     from peft import LoraConfig, get_peft_model
+
+    from dllm_rl.models.load import lora_targets
 
     lora = config.lora
     peft_config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=lora_targets(lora.target_modules, family),
     )
     wrapped = get_peft_model(model, peft_config)
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)

@@ -99,7 +99,7 @@ def _fake_run(root: Path, lora: bool) -> tuple[Path, torch.nn.Module]:
     policy = load_policy(plain, torch.device("cpu"))
     model = policy.model
     if lora:
-        model = apply_lora(model, cfg)
+        model = apply_lora(model, cfg, policy.family)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "lora_B" in name:

@@ -282,3 +282,56 @@ def test_trained_fraction_is_logged_and_the_kl_term_disables_skipping(tmp_path):
         assert metrics["forwards"] == batch.forwards, grpo
     metrics, _ = make_trainer(tmp_path / "c").step(1, [0, 1])  # groups of equal rewards skip
     assert 0.0 < metrics["trained_fraction"] <= 1.0 - metrics["frac_reward_zero_std"]
+
+
+def _lora_module_names(lm, target_modules):
+    from dllm_rl.config import LoraConfig, ModelConfig
+    from dllm_rl.run.build import apply_lora
+
+    config = ModelConfig(lora=LoraConfig(enabled=True, r=2, alpha=4, target_modules=target_modules))
+    wrapped = apply_lora(lm.model, config, lm.family)
+    names = {
+        n.split("base_model.model.", 1)[1]
+        for n, m in wrapped.named_modules()
+        if hasattr(m, "lora_A") and "lora_" not in n.rsplit(".", 1)[-1]
+    }
+    return {n.rsplit(".", 1)[-1] for n in names}, len(names)
+
+
+def test_lora_targets_resolve_per_family():
+    """``default`` is each family's every projection inside the blocks (never the head);
+    ``reference`` is the CJ-GRPO / d1 trainers' list: q/k/v/up in LLaDA, all but o_proj in Dream."""
+    from dllm_rl.models.tiny import build_tiny_dream, build_tiny_llada
+
+    llada = {"q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"}
+    kinds, count = _lora_module_names(build_tiny_llada(0, n_layers=2), "default")
+    assert (kinds, count) == (llada, 14)
+    kinds, _ = _lora_module_names(build_tiny_llada(0), "reference")
+    assert kinds == {"q_proj", "k_proj", "v_proj", "up_proj"}
+    dream = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    kinds, count = _lora_module_names(build_tiny_dream(0), "default")
+    assert kinds == dream and count == 7 * 2
+    kinds, _ = _lora_module_names(build_tiny_dream(0), "reference")
+    assert kinds == dream - {"o_proj"}
+
+
+def test_lora_on_a_tiny_dream_model_trains(tmp_path):
+    """GRPO with LoRA on the default targets of a Dream checkpoint: only adapters change."""
+    from dllm_rl.models.tiny import build_tiny_dream
+
+    lm = build_tiny_dream(0)
+    folder = tmp_path / "dream"
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    trainer = make_trainer(
+        tmp_path,
+        model={"name_or_path": str(folder), "lora": {"enabled": True, "r": 4, "alpha": 8}},
+        training={"lr": 1e-2},
+    )
+    model = trainer.policy.model
+    assert trainer.policy.family == "dream"
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert any("lora_B" in n and "mlp" in n for n in changed)
