@@ -140,6 +140,12 @@ class ModelConfig:
     attn_implementation: Literal["sdpa", "eager"] = _help("attention backend", default="sdpa")
     gradient_checkpointing: bool = _help("activation checkpointing (train mode)", default=False)
     chat_template: bool = _help("wrap prompts in the tokenizer's chat template", default=False)
+    mask_in_softmax: bool = _help(
+        "keep [MASK] in every softmax that scores tokens (the sampler's confidences and commit "
+        "log-probs, the RL log-probs, the ELBO), as the CJ-GRPO and d1 reference trainers do; "
+        "false gives [MASK] zero probability. Tokens are never drawn as [MASK] either way",
+        default=False,
+    )
     tiny: TinyModelConfig = _help("sizes of the tiny model", default_factory=TinyModelConfig)
     lora: LoraConfig = _help("LoRA adapters", default_factory=LoraConfig)
 

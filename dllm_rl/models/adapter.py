@@ -163,6 +163,8 @@ class DiffusionLM:
         keeps_row_logits: ``logits_to_keep`` also accepts a ``[B, K]`` tensor of positions per
             row (our LLaDA). Off, per-row ``positions`` score the window from the smallest to the
             largest position asked for and gather from it.
+        mask_in_softmax: keep [MASK] in the softmax of every score and log-prob (the reference
+            trainers' convention; ``model.mask_in_softmax``). Off, [MASK] has zero probability.
     """
 
     model: nn.Module
@@ -174,6 +176,7 @@ class DiffusionLM:
     mask_positions: bool = False
     keeps_logits: bool = False
     keeps_row_logits: bool = False
+    mask_in_softmax: bool = False
     runner: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

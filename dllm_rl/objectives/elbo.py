@@ -258,13 +258,14 @@ def masked_token_logps(
         mask: ``[R, N]`` bool, the positions to mask and score.
 
     Returns:
-        ``logps [R, K]`` float32, log p(clean token | masked row), softmax without [MASK] at
-        temperature 1, 0 at dummy entries; and ``valid [R, K]`` bool (see :func:`masked_positions`).
+        ``logps [R, K]`` float32, log p(clean token | masked row), softmax without [MASK]
+        (with it under ``model.mask_in_softmax``) at temperature 1, 0 at dummy entries; and ``valid [R, K]`` bool (see :func:`masked_positions`).
     """
     positions, valid = masked_positions(mask)  # [R, K], [R, K]
     noisy = input_ids.masked_fill(mask, model.mask_token_id)  # [R, N]
     logits = model.logits(noisy, attention_mask, positions=positions).float()  # [R, K, V]
-    logits = exclude_mask_token(logits, model.mask_token_id)  # [R, K, V]
+    if not model.mask_in_softmax:
+        logits = exclude_mask_token(logits, model.mask_token_id)  # [R, K, V]
     targets = input_ids.gather(1, positions)  # [R, K]
     picked = logits.gather(-1, targets[..., None]).squeeze(-1)  # [R, K]
     logps = picked - torch.logsumexp(logits, dim=-1)  # [R, K]

@@ -16,7 +16,8 @@ Two estimators:
   token as a mean-field estimate of its sequence log-likelihood.
 
 Both use one convention, the sampler's: ``log_softmax(logits / T)`` in float32 with [MASK] given
-zero probability (:func:`~dllm_rl.rollout.proposal.exclude_mask_token`), TRL's convention of
+zero probability (:func:`~dllm_rl.rollout.proposal.exclude_mask_token`), or kept in the softmax
+under ``model.mask_in_softmax`` (the reference trainers' convention), and TRL's convention of
 scoring at the rollout temperature.
 """
 
@@ -37,7 +38,7 @@ def token_logps(
     logits: torch.Tensor,
     tokens: torch.Tensor,
     temperature: float,
-    mask_token_id: int,
+    mask_token_id: int | None,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``log_softmax(logits / T)`` of ``tokens``, [MASK] excluded, as the sampler records it.
@@ -52,7 +53,8 @@ def token_logps(
         logits: ``[.., V]`` scores (any float dtype; differentiable).
         tokens: ``[..]`` token ids to score.
         temperature: T > 0, the rollout's temperature.
-        mask_token_id: the [MASK] id, excluded from the vocabulary.
+        mask_token_id: the [MASK] id, excluded from the vocabulary; ``None`` keeps it
+            (``model.mask_in_softmax``).
         with_entropy: also return the entropy of ``softmax(logits / T)`` (without [MASK]).
 
     Returns:
@@ -63,7 +65,8 @@ def token_logps(
     """
     _check_temperature(temperature)
     excluded = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)  # [V]
-    excluded[mask_token_id] = True
+    if mask_token_id is not None:
+        excluded[mask_token_id] = True
     scaled = logits.float().masked_fill(excluded, NEG_INF) / temperature  # [.., V] a new tensor
     lse = scaled.logsumexp(dim=-1)  # [..]
     chosen = scaled.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)  # [..]
@@ -125,7 +128,8 @@ def trajectory_step_logps(
     ids, mask = traj.model_input(step)  # [B, P+L] each
     logits = model.logits(ids, _padding_or_none(mask), positions=positions + traj.prompt_length)
     tokens = traj.completion_ids.gather(1, positions)  # [B, k_s]
-    logps, entropy = token_logps(logits, tokens, temperature, traj.mask_token_id, with_entropy)
+    mask_id = None if model.mask_in_softmax else traj.mask_token_id
+    logps, entropy = token_logps(logits, tokens, temperature, mask_id, with_entropy)
     return StepLogps(positions, logps, entropy)  # [B, k_s] each
 
 
@@ -201,7 +205,8 @@ def one_step_logps(
     ones = torch.ones_like(completion_ids, dtype=prompt_mask.dtype)  # [B, L]
     attention = torch.cat([prompt_mask, ones], dim=1)  # [B, P+L]
     logits = model.logits(ids, _padding_or_none(attention), positions=slice(p, p + length))
-    return token_logps(logits, completion_ids, temperature, mask_id, with_entropy)  # [B, L]
+    excluded = None if model.mask_in_softmax else mask_id
+    return token_logps(logits, completion_ids, temperature, excluded, with_entropy)  # [B, L]
 
 
 # ----------------------------------------------------------------------------- whole tables

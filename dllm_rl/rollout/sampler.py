@@ -221,14 +221,18 @@ def _decode_step(
     else:
         where = torch.arange(m, device=block.device).expand(block.shape[0], -1)  # [B, m]
     stops = stops or _StopIds()
-    logits = exclude_mask_token(logits, model.mask_token_id)  # [B, m, V]
     if stops.never_proposed is not None:
         logits = exclude_tokens(logits, stops.never_proposed)  # [B, m, V]
+    # What scores and records (confidences, commit log-probs): [MASK] out of the softmax, or in
+    # it under model.mask_in_softmax (the references' convention). [MASK] is never drawn.
+    scored = logits.clone() if model.mask_in_softmax else None
+    logits = exclude_mask_token(logits, model.mask_token_id)  # [B, m, V]
+    scored = logits if scored is None else scored
     tokens = propose_tokens(logits, config.temperature, generator, noise_dtype)  # [B, m]
     if k == m:  # the rest of the block in one step: no ranking needed
         picks = torch.arange(k, device=block.device).expand(block.shape[0], -1)  # [B, k]
     else:
-        scores = confidence_scores(logits, tokens, config.remasking, generator)  # [B, m]
+        scores = confidence_scores(scored, tokens, config.remasking, generator)  # [B, m]
         if gamma is not None:
             scores = reject_early_eos(scores, tokens, eos_ids, gamma)
         if stops.ranked_last is not None:
@@ -239,7 +243,7 @@ def _decode_step(
     block.scatter_(1, positions, chosen)
     canvas.unmask_step[:, lo:hi].scatter_(1, positions, step)
     if canvas.logprobs is not None:
-        logps = commit_logprobs(logits, picks, chosen, config.temperature)  # [B, k]
+        logps = commit_logprobs(scored, picks, chosen, config.temperature)  # [B, k]
         canvas.logprobs[:, lo:hi].scatter_(1, positions, logps)
 
 

@@ -99,6 +99,7 @@ def load_policy(config: ModelConfig, device: torch.device) -> DiffusionLM:
             attn_implementation=config.attn_implementation,
             gradient_checkpointing=config.gradient_checkpointing,
         )
+    policy.mask_in_softmax = config.mask_in_softmax
     if config.lora.enabled:
         policy.model = apply_lora(policy.model, config, policy.family)
     return policy

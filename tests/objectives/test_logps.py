@@ -216,3 +216,36 @@ def test_one_step_logps_equals_full_forward_and_gather(tiny, prompts, temperatur
     assert (ours - expected).abs().max() < 1e-5
     assert (ent - expected_ent).abs().max() < 1e-5
     assert (unmasked - ours).abs().max() > 1e-4  # the prompt mask does reach the model
+
+
+def test_keeping_mask_in_the_softmax_costs_log_of_one_minus_its_mass():
+    """With [MASK] kept, every log-prob is lower by exactly log(1 - p_mask) at that temperature
+    (the same softmax, renormalised over one more token)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 7)
+    tokens = torch.randint(0, 6, (3, 5))  # never the [MASK] id 6
+    for temperature in (1.0, 0.7):
+        without, _ = token_logps(logits, tokens, temperature, 6)
+        kept, _ = token_logps(logits, tokens, temperature, None)
+        p_mask = torch.softmax(logits / temperature, dim=-1)[..., 6]
+        torch.testing.assert_close(kept - without, torch.log1p(-p_mask), atol=1e-6, rtol=0)
+
+
+def test_the_elbo_follows_the_mask_in_softmax_switch():
+    from dllm_rl.models.tiny import build_tiny_llada
+    from dllm_rl.objectives.elbo import masked_token_logps
+
+    model = build_tiny_llada(0)
+    ids = torch.randint(5, 40, (2, 9))
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[:, 3:7] = True
+    without, valid = masked_token_logps(model, ids, None, mask)
+    model.mask_in_softmax = True
+    kept, _ = masked_token_logps(model, ids, None, mask)
+    noisy = ids.masked_fill(mask, model.mask_token_id)
+    with torch.no_grad():
+        logits = model.logits(noisy, None).float()[:, 3:7]
+    p_mask = torch.softmax(logits, dim=-1)[..., model.mask_token_id]
+    torch.testing.assert_close(
+        (kept - without)[valid], torch.log1p(-p_mask).flatten(), atol=1e-5, rtol=0
+    )

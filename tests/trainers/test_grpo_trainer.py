@@ -335,3 +335,21 @@ def test_lora_on_a_tiny_dream_model_trains(tmp_path):
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)
     assert any("lora_B" in n and "mlp" in n for n in changed)
+
+
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
+def test_mask_in_softmax_switches_rollout_and_training_together(tmp_path, estimator):
+    """``model.mask_in_softmax`` changes the recorded commit log-probs (the random tiny model
+    gives [MASK] mass) and the training log-probs together: the first ratio stays exactly 1."""
+    recorded = {}
+    for keep in (False, True):
+        trainer = make_trainer(
+            tmp_path / str(keep),
+            model={"mask_in_softmax": keep},
+            grpo={"estimator": estimator, "num_iterations": 2},
+        )
+        assert trainer.policy.mask_in_softmax is keep
+        recorded[keep] = trainer.rollout(1, [0, 1]).trajectory.step_logprobs
+        metrics, _ = trainer.step(1, [0, 1])
+        assert abs(metrics["ratio_mean"] - 1) < 1e-5, keep
+    assert bool((recorded[True] < recorded[False] - 1e-6).any())  # [MASK] takes some mass
