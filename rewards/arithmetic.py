@@ -99,8 +99,12 @@ def _exact_score(text: str, gold: str) -> float:
 
 def digit_credit_score(text: str, gold: str) -> float:
     """1.0 for the exact answer; otherwise partial credit in [0, 0.5) on the answer's span (the
-    first ``len(gold)`` characters of the answer text): a quarter for each character that is a
-    digit, three quarters for each that is the gold digit, averaged over the span.
+    first ``len(gold)`` characters of the answer text after its leading zeros): a quarter for
+    each character that is a digit, three quarters for each that is the gold digit, averaged
+    over the span.
+
+    >>> digit_credit_score("0679", "579")  # 6 is a digit; 7 and 9 are right: (0.25 + 2) / 3 / 2
+    0.375
 
     Args:
         text: the answer text (:func:`_answer_text`).
@@ -108,7 +112,8 @@ def digit_credit_score(text: str, gold: str) -> float:
     """
     if _exact_score(text, gold):
         return 1.0
-    span = text.lstrip()[: len(gold)]
+    body = text.lstrip()
+    span = (body.lstrip("0") or body)[: len(gold)]  # 0579 reads as 579, as the exact score does
     credit = sum(0.25 * ch.isdigit() + 0.75 * (ch == g) for ch, g in zip(span, gold))
     return 0.5 * credit / len(gold)
 

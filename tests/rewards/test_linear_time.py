@@ -145,3 +145,20 @@ def test_exact_answer_keeps_its_meaning(answer, gold, expected):
     assert get_reward("exact_answer")(prompts=[""], completions=[completion], answer=[gold]) == [
         expected
     ]
+
+
+@pytest.mark.parametrize(
+    "answer, gold, expected",
+    [
+        ("579", "579", 1.0),
+        ("0579", "579", 1.0),  # zero-padded: the same integer
+        ("0679", "579", (0.25 + 2.0) / 3 / 2),  # read as 679: two digits right, one wrong
+        ("x79", "579", (2 * 1.0) / 3 / 2),  # 'x' earns nothing; 7 and 9 are digits and right
+        ("", "579", 0.0),
+    ],
+)
+def test_digit_credit_reads_past_leading_zeros(answer, gold, expected):
+    reward = get_reward("digit_credit")
+    completion = f"<answer>{answer}</answer>"
+    (score,) = reward(prompts=[""], completions=[completion], answer=[gold])
+    assert score == pytest.approx(expected)
