@@ -112,7 +112,7 @@ class LoraConfig:
     dropout: float = _help("LoRA dropout", default=0.05)
     target_modules: list[str] | str = _help(
         "'default' (the model family's attention and MLP projections inside the blocks, never "
-        "the output head), 'reference' (the CJ-GRPO / d1 reference trainers' list: q/k/v and "
+        "the output head), 'reference' (the CJ-GRPO reference trainer's list: q/k/v and "
         "up_proj in LLaDA), module names (suffix match) or one regex (full match)",
         default="default",
     )

@@ -102,10 +102,10 @@ def _masked_lm_adapter(model: nn.Module, tokenizer: Any) -> DiffusionLM:
 
 
 LORA_PRESETS: dict[str, list[str]] = {
-    # The CJ-GRPO and d1 reference trainers' target list. In LLaDA it matches q/k/v and up_proj
-    # only (LLaDA names its gate ff_proj and its down projection ff_out); in Dream, all seven
-    # projections but o_proj.
-    "reference": ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"],
+    # The CJ-GRPO reference trainer's target list (d1's is the same without o_proj). In LLaDA it
+    # matches q/k/v and up_proj only (LLaDA names its output projection attn_out, its gate
+    # ff_proj and its down projection ff_out); in Dream, all seven projections.
+    "reference": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 """Named ``model.lora.target_modules`` values (besides ``default``, the family's own)."""
 

@@ -286,6 +286,9 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
+        note = dropout_note(self.config)
+        if note and self.session.rank == 0:
+            logger.warning(note)
         loop = TrainLoop(self.session, len(self.records), self.config.grpo.prompts_per_step)
         for step, indices in loop:
             metrics, batch = self.step(step, indices)
@@ -384,7 +387,26 @@ def check(config: GRPOConfig, world_size: int) -> list[str]:
         f"micro-batches of {g.per_device_batch_size}, {plan.generation_chunks} rollout chunks "
         f"of {g.generation_batch_size}; {g.num_iterations} update(s) per step"
     )
+    note = dropout_note(config)
+    if note:
+        lines.append(f"note: {note}")
     return lines
+
+
+def dropout_note(config: GRPOConfig) -> str | None:
+    """What LoRA dropout does to the on-policy ratio here, and the fix (``None``: nothing)."""
+    lora, g = config.model.lora, config.grpo
+    if not (lora.enabled and lora.dropout > 0):
+        return None
+    if g.estimator == "trajectory" and g.old_logps == "rollout":
+        return (
+            f"LoRA dropout {lora.dropout:g}: the rollout recorded its log-probs in eval mode and "
+            "the update runs in train mode, so the first inner iteration's ratio is not exactly 1 "
+            "(dropout noise, as in the reference trainers); for an exact on-policy ratio set "
+            "model.lora.dropout=0, or grpo.old_logps=recompute to score the old log-probs in "
+            "train mode like the update"
+        )
+    return None
 
 
 def build_trainer(

@@ -300,7 +300,7 @@ def _lora_module_names(lm, target_modules):
 
 def test_lora_targets_resolve_per_family():
     """``default`` is each family's every projection inside the blocks (never the head);
-    ``reference`` is the CJ-GRPO / d1 trainers' list: q/k/v/up in LLaDA, all but o_proj in Dream."""
+    ``reference`` is the CJ-GRPO trainer's list: q/k/v/up in LLaDA, every projection in Dream."""
     from dllm_rl.models.tiny import build_tiny_dream, build_tiny_llada
 
     llada = {"q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"}
@@ -312,7 +312,7 @@ def test_lora_targets_resolve_per_family():
     kinds, count = _lora_module_names(build_tiny_dream(0), "default")
     assert kinds == dream and count == 7 * 2
     kinds, _ = _lora_module_names(build_tiny_dream(0), "reference")
-    assert kinds == dream - {"o_proj"}
+    assert kinds == dream
 
 
 def test_lora_on_a_tiny_dream_model_trains(tmp_path):
@@ -353,3 +353,24 @@ def test_mask_in_softmax_switches_rollout_and_training_together(tmp_path, estima
         metrics, _ = trainer.step(1, [0, 1])
         assert abs(metrics["ratio_mean"] - 1) < 1e-5, keep
     assert bool((recorded[True] < recorded[False] - 1e-6).any())  # [MASK] takes some mass
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_lora_dropout_and_the_on_policy_ratio(tmp_path, dropout):
+    """Without dropout the LoRA policy's first ratio is exactly 1; with dropout the rollout
+    (eval mode) and the update (train mode) differ by dropout noise, and the dry run says so
+    with the fix."""
+    from dllm_rl.trainers.grpo import check
+
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": dropout}
+    trainer = make_trainer(
+        tmp_path, model={"lora": lora}, grpo={"beta": 0.0}, training={"lr": 3e-2}
+    )
+    trainer.step(1, [0, 1])  # lora_B starts at zero: dropout acts once it has moved
+    metrics, _ = trainer.step(2, [2, 3])
+    notes = [line for line in check(trainer.config, 1) if line.startswith("note: ")]
+    if dropout == 0.0:
+        assert abs(metrics["ratio_mean"] - 1) < 1e-5 and notes == []
+    else:
+        assert abs(metrics["ratio_mean"] - 1) > 1e-4
+        assert len(notes) == 1 and "old_logps=recompute" in notes[0]

@@ -46,6 +46,7 @@ class TrajectoryEstimator:
         traj, n, size = buf.traj, len(buf.traj), g.per_device_batch_size
         tables, forwards = TrajectoryTables(), 0
         if g.old_logps == "recompute" and len(buf.trained):
+            ctx.policy.model.train()  # the update's mode (LoRA dropout on, as it will be)
             old, f = trajectory_logps_table(ctx.policy, traj[buf.trained], temp, size)
             tables.old = on_rows(old, buf.trained, n, dim=0)
             forwards += f
