@@ -363,11 +363,13 @@ def test_lora_dropout_and_the_on_policy_ratio(tmp_path, dropout):
     from dllm_rl.trainers.grpo import check
 
     lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": dropout}
+    # beta > 0: every row is trained (no zero-advantage skipping), so the ratio is measured
     trainer = make_trainer(
-        tmp_path, model={"lora": lora}, grpo={"beta": 0.0}, training={"lr": 3e-2}
+        tmp_path, model={"lora": lora}, grpo={"beta": 0.1}, training={"lr": 3e-2}
     )
     trainer.step(1, [0, 1])  # lora_B starts at zero: dropout acts once it has moved
-    metrics, _ = trainer.step(2, [2, 3])
+    metrics, _ = trainer.step(2, [0, 1])
+    assert metrics["trained_fraction"] == 1.0
     notes = [line for line in check(trainer.config, 1) if line.startswith("note: ")]
     if dropout == 0.0:
         assert abs(metrics["ratio_mean"] - 1) < 1e-5 and notes == []
