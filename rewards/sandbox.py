@@ -1,8 +1,9 @@
 """Run untrusted, model-generated Python in a throwaway, locked-down process.
 
 One call to :func:`run_program` starts one fresh interpreter (``python -I -S -B``: isolated mode,
-no site-packages, no bytecode files; forked from a pre-started one, :mod:`rewards.sandbox_zygote`) with an environment scrubbed of the parent's variables, stdin
-on ``/dev/null`` and a fresh working directory, and returns a typed :class:`SandboxResult`.
+no site-packages, no bytecode files; forked from a pre-started one, :mod:`rewards.sandbox_zygote`)
+with an environment scrubbed of the parent's variables, stdin on ``/dev/null`` and a fresh
+working directory, and returns a typed :class:`SandboxResult`.
 Layers, each used where the OS allows it (``SandboxResult.isolation`` lists those a run got):
 
 - **always**: resource limits (address space, CPU seconds, processes, open files, file size, no
@@ -498,7 +499,7 @@ def _spawn_and_collect(
     try:
         if sandbox_zygote.enabled():
             proc = sandbox_zygote.spawn(site_packages, fds, workdir, env, config["reports"])
-            config["parent_pid"] = proc._server.pid
+            config["parent_pid"] = proc.server_pid  # the supervisor's parent
             payload = marshal.dumps(config)  # the server has the boot code already
         else:
             proc = subprocess.Popen(

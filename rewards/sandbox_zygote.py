@@ -126,6 +126,7 @@ class ForkedProcess:
 
     def __init__(self, server: ForkServer, pid: int, stdin: int, stdout: int, stderr: int):
         self._server, self.pid, self.returncode = server, pid, None
+        self.server_pid = server.pid
         self._pidfd = os.pidfd_open(pid)
         self.stdin = open(stdin, "wb", buffering=0)
         self.stdout = open(stdout, "rb", buffering=0)

@@ -1,4 +1,4 @@
-"""Milliseconds each of the two rewards that were quadratic takes on the hostile inputs that were quadratic, at
+"""Milliseconds the two rewards that were quadratic take on the hostile inputs that showed it, at
 20 kB, 80 kB and 1 MB (best of three, wall clock):
 
     python scripts/bench_reward_time.py

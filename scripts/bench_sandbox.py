@@ -135,10 +135,11 @@ def compare(args: argparse.Namespace) -> int:
             f"{name:<16}{figures['empty_programs_per_s']:>18.1f}"
             f"{figures['mbpp_gold_programs_per_s']:>22.1f}{report['gold_mean'][name]:>11.3f}"
         )
-    ratio = report["ratio"]
-    print(
-        f"{'ratio':<16}{ratio['empty_programs_per_s']:>17.2f}x{ratio['mbpp_gold_programs_per_s']:>21.2f}x"
+    empty, mbpp = (
+        report["ratio"]["empty_programs_per_s"],
+        report["ratio"]["mbpp_gold_programs_per_s"],
     )
+    print(f"{'ratio':<16}{empty:>17.2f}x{mbpp:>21.2f}x")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -259,7 +259,8 @@ def masked_token_logps(
 
     Returns:
         ``logps [R, K]`` float32, log p(clean token | masked row), softmax without [MASK]
-        (with it under ``model.mask_in_softmax``) at temperature 1, 0 at dummy entries; and ``valid [R, K]`` bool (see :func:`masked_positions`).
+        (with it under ``model.mask_in_softmax``) at temperature 1, 0 at dummy entries; and
+        ``valid [R, K]`` bool (see :func:`masked_positions`).
     """
     positions, valid = masked_positions(mask)  # [R, K], [R, K]
     noisy = input_ids.masked_fill(mask, model.mask_token_id)  # [R, N]

@@ -22,6 +22,7 @@ from dllm_rl import train
 from dllm_rl.run.cli import recipe_names
 from dllm_rl.run.metrics import read_metrics
 from dllm_rl.trainers import common
+from dllm_rl.trainers.estimators import ESTIMATORS
 
 # recipe -> overrides that keep it small, exercise a non-constant schedule, and (for RL) dropout
 RECIPES = {
@@ -29,15 +30,6 @@ RECIPES = {
         "grpo.prompts_per_step=4",
         "grpo.per_device_batch_size=8",
         "grpo.generation_batch_size=8",
-        "rewards=[tests.trainers.fixtures:digit_fraction]",
-    ],
-    # every estimator resumes exactly (the recipe is cj_grpo_tiny; the part after ':' names it)
-    "cj_grpo_tiny:one_step": [
-        "grpo.prompts_per_step=4",
-        "grpo.per_device_batch_size=8",
-        "grpo.generation_batch_size=8",
-        "grpo.estimator=one_step",
-        "grpo.num_iterations=2",
         "rewards=[tests.trainers.fixtures:digit_fraction]",
     ],
     "sft_tiny": ["sft.batch_size=8", "sft.per_device_batch_size=4", "sft.eval_rows=8"],
@@ -64,7 +56,7 @@ def is_wall_time(key: str) -> bool:
 
 
 def available(name: str) -> bool:
-    return name.split(":")[0] in recipe_names()
+    return name in recipe_names()
 
 
 def recipes() -> list:
@@ -118,14 +110,24 @@ def crash_after_logging(monkeypatch, at_step: int, action) -> None:
 
 
 def run(recipe: str, out: Path, *extra: str, steps: int = 4) -> int:
-    args = [f"recipe={recipe.split(':')[0]}", *RECIPES[recipe], *COMMON, f"max_steps={steps}"]
+    args = [f"recipe={recipe}", *RECIPES[recipe], *COMMON, f"max_steps={steps}"]
     return train.main([*args, f"output_dir={out}", *extra])
 
 
-@pytest.mark.parametrize("recipe", recipes())
-def test_resume_equals_uninterrupted(recipe, tmp_path, monkeypatch):
+# every registered estimator resumes exactly, not only the recipe's own
+ESTIMATOR_CASES = [
+    pytest.param("cj_grpo_tiny", (f"grpo.estimator={name}", "grpo.num_iterations=2"), id=name)
+    for name in sorted(ESTIMATORS)
+]
+
+
+@pytest.mark.parametrize(
+    "recipe, extra",
+    [pytest.param(p.values[0], (), marks=p.marks) for p in recipes()] + ESTIMATOR_CASES,
+)
+def test_resume_equals_uninterrupted(recipe, extra, tmp_path, monkeypatch):
     """4 steps straight vs 3 steps (checkpoint at 2, a crash after step 3's row) + resume."""
-    assert run(recipe, tmp_path / "straight") == 0
+    assert run(recipe, tmp_path / "straight", *extra) == 0
     straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
 
     class Crash(Exception):
@@ -137,10 +139,10 @@ def test_resume_equals_uninterrupted(recipe, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         crash_after_logging(m, 3, crash)
         with pytest.raises(Crash):
-            run(recipe, tmp_path / "resumed")
+            run(recipe, tmp_path / "resumed", *extra)
     rows = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
     assert max(r["step"] for r in rows) == 3  # the row the resumed run must drop
-    assert run(recipe, tmp_path / "resumed", "resume_from=latest") == 0
+    assert run(recipe, tmp_path / "resumed", *extra, "resume_from=latest") == 0
     resumed = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
 
     assert_rows_equal(straight, resumed)
