@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from dllm_rl.run.metrics import read_metrics
+from dllm_rl.trainers.estimators import ESTIMATORS
 from tests.trainers.test_resume import final_weights, is_wall_time, recipes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +92,21 @@ def test_two_processes_equal_one_process(recipe, tmp_path):
     assert_same_rows(a, b)
     diff = max_difference(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"))
     print(f"{recipe}: 2 processes vs 1, max |weight difference| = {diff:.3g}")
+    assert diff < 1e-6
+
+
+@pytest.mark.parametrize("estimator", [e for e in sorted(ESTIMATORS) if e != "trajectory"])
+def test_every_estimator_on_two_processes_equals_one(estimator, tmp_path):
+    """The recipe's own estimator (trajectory) has this test in tests/test_recipes.py; every
+    other registered estimator, with two inner iterations, here."""
+    extra = [f"grpo.estimator={estimator}", "grpo.num_iterations=2", "max_steps=2"]
+    run(command("cj_grpo_tiny", tmp_path / "one", 1, *extra))
+    run(command("cj_grpo_tiny", tmp_path / "two", 2, *extra))
+    a = read_metrics(tmp_path / "one" / "metrics.jsonl")
+    b = read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert_same_rows(a, b)
+    diff = max_difference(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"))
+    print(f"cj_grpo_tiny, {estimator}: 2 processes vs 1, max |weight difference| = {diff:.3g}")
     assert diff < 1e-6
 
 
