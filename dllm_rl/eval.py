@@ -9,8 +9,8 @@ The prompts of a task's test split go through :meth:`RolloutWorker.rollout`, the
 path, so the sampler and the reward functions are the very ones training used. ``model.name_or_path``
 may be a hub id, a local checkpoint, a run directory (its latest checkpoint) or a checkpoint folder;
 a checkpoint holding a LoRA adapter is loaded onto its base. With several processes each takes a
-contiguous shard (:func:`shard_bounds`) and the main process gathers the rows by index, so no
-prompt is dropped or counted twice when the set does not divide evenly.
+contiguous shard (:func:`~dllm_rl.trainers.common.shard_bounds`) and the main process gathers
+the rows by index, so no prompt is dropped or counted twice when the set does not divide evenly.
 
 Writes ``OUTPUT_DIR/results.json`` (accuracy, per-reward means, sampler settings, throughput) and
 ``OUTPUT_DIR/samples.jsonl`` (one row per completion, with the unmask order; the trajectory viewer
@@ -191,19 +191,6 @@ def resolve(argv: Sequence[str]) -> tuple[str, EvalRecipe | None, bool]:
     if want_help:
         return name, None, True
     return name, build_config(EvalRecipe, data), False
-
-
-def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
-    """Rows ``[lo, hi)`` of process ``rank``: contiguous, disjoint, covering ``range(n)`` once.
-
-    The first ``n % world_size`` processes take one row more (no padding with duplicates):
-    n = 10 over 4 processes gives [0, 3), [3, 6), [6, 8), [8, 10).
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside a world of {world_size}")
-    base, extra = divmod(n, world_size)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (1 if rank < extra else 0)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -476,6 +463,8 @@ def evaluate(
     records = load_records(recipe)
     if not records:
         raise ValueError(f"{recipe.data.task}/{recipe.data.split} has no rows to evaluate")
+    from dllm_rl.trainers.common import shard_bounds
+
     lo, hi = shard_bounds(len(records), world, rank)
     policy, source = loaded or load_eval_model(recipe.model, accelerator.device)
     g, bs = recipe.num_generations, recipe.batch_size
@@ -671,7 +660,6 @@ __all__ = [
     "main",
     "resolve",
     "resolve_model",
-    "shard_bounds",
 ]
 
 if __name__ == "__main__":

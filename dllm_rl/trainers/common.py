@@ -115,6 +115,19 @@ def all_reduce_sum(session: Session, x: torch.Tensor) -> torch.Tensor:
     return y.to(x.device)
 
 
+def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of process ``rank``: contiguous, disjoint, covering ``range(n)`` once.
+
+    The first ``n % world_size`` processes take one row more (no padding with duplicates):
+    n = 10 over 4 processes gives [0, 3), [3, 6), [6, 8), [8, 10).
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside a world of {world_size}")
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
 def agree_max(session: Session, n: int) -> int:
     """The largest ``n`` over processes."""
     if session.world_size == 1:

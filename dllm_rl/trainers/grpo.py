@@ -43,7 +43,14 @@ from dllm_rl.objectives.grpo import (
 from dllm_rl.rollout.config import SamplerConfig
 from dllm_rl.rollout.worker import RolloutBatch, RolloutWorker
 from dllm_rl.run.build import Reference, derive_seed, generator
-from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, gather_rows, run_calls
+from dllm_rl.trainers.common import (
+    Session,
+    TrainLoop,
+    all_reduce_sum,
+    gather_rows,
+    run_calls,
+    shard_bounds,
+)
 from dllm_rl.trainers.estimators import (
     Buffer,
     Estimator,
@@ -264,8 +271,10 @@ class GRPOTrainer:
         rows = list(self.eval_records[: e.prompts])
         if not rows:
             return {}
-        per = math.ceil(len(rows) / s.world_size)
-        mine = rows[s.rank * per : (s.rank + 1) * per] or rows[:1]
+        lo, hi = shard_bounds(len(rows), s.world_size, s.rank)
+        # Fewer prompts than processes: a process without one still rolls one out (the same
+        # work as the others) but contributes no row to the metrics.
+        mine, keep = (rows[lo:hi], None) if hi > lo else (rows[:1], 0)
         sampler = self.config.rollout.sampler(temperature=e.temperature)
         width = max(len(t) for t in self.worker.prompt_tokens([r["prompt"] for r in rows]))
         with s.full_parameters():  # global offsets and one width: the draws of a 1-process run
@@ -274,11 +283,12 @@ class GRPOTrainer:
                 e.num_generations,
                 sampler,
                 self.chunk_generator("eval", step),
-                group_offset=min(s.rank * per, len(rows) - 1),
+                group_offset=lo if keep is None else 0,
                 prompt_width=width,
             )
-        values = gather_rows(s, batch.rewards.values.to(self.policy.device), pad=True)
-        totals = gather_rows(s, batch.rewards.total.to(self.policy.device), pad=True)
+        values = batch.rewards.values[:keep].to(self.policy.device)
+        values = gather_rows(s, values, pad=True)
+        totals = gather_rows(s, batch.rewards.total[:keep].to(self.policy.device), pad=True)
         out = {"eval/reward": float(totals.nanmean())}
         for r, name in enumerate(batch.rewards.names):
             out[f"eval/rewards/{name}/mean"] = float(values[:, r].nanmean())

@@ -35,7 +35,7 @@ from dllm_rl.objectives.dpo import dpo_loss
 from dllm_rl.objectives.elbo import ElboDraws, draw_elbo_masks, score_elbo
 from dllm_rl.run.build import Reference, derive_seed, generator
 from dllm_rl.run.errors import DataError
-from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls
+from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls, shard_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +185,8 @@ class PreferenceTrainer:
         rows = list(range(len(self.eval_examples)))
         if not rows:
             return {}
-        per = -(-len(rows) // s.world_size)
-        mine = rows[s.rank * per : (s.rank + 1) * per]
+        lo, hi = shard_bounds(len(rows), s.world_size, s.rank)
+        mine = rows[lo:hi]
         self.policy.model.eval()
         with s.full_parameters():
             sums = self._eval_sums(mine)

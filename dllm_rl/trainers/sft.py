@@ -23,7 +23,7 @@ from dllm_rl.config import SFTConfig
 from dllm_rl.data.sft import SFTExample, collate_sft, load_sft, tokenize_sft
 from dllm_rl.objectives.mdlm import draw_sft_masks, mdlm_sft_loss
 from dllm_rl.run.build import derive_seed, generator
-from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls
+from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls, shard_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class SFTTrainer:
         rows = list(range(min(c.eval_rows, len(self.eval_examples))))
         if not rows:
             return {}
-        per = -(-len(rows) // s.world_size)
-        mine = rows[s.rank * per : (s.rank + 1) * per]
+        lo, hi = shard_bounds(len(rows), s.world_size, s.rank)
+        mine = rows[lo:hi]
         self.policy.model.eval()
         with s.full_parameters():
             sums = self._eval_sums(mine)

@@ -11,6 +11,7 @@ import torch
 from dllm_rl import eval as ev
 from dllm_rl.config import ModelConfig
 from dllm_rl.run.cli import ConfigError
+from dllm_rl.trainers.common import shard_bounds
 
 RECIPES = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("eval_*.yaml"))
 
@@ -19,7 +20,7 @@ RECIPES = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("e
 @pytest.mark.parametrize("world", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("n", [0, 1, 5, 10, 11, 64])
 def test_shards_cover_every_row_once(n, world):
-    bounds = [ev.shard_bounds(n, world, r) for r in range(world)]
+    bounds = [shard_bounds(n, world, r) for r in range(world)]
     rows = [i for lo, hi in bounds for i in range(lo, hi)]
     assert rows == list(range(n))  # contiguous, in rank order, no duplicate, none dropped
     sizes = [hi - lo for lo, hi in bounds]
@@ -28,9 +29,9 @@ def test_shards_cover_every_row_once(n, world):
 
 def test_shards_by_hand():
     """n = 10 over 4: 10 = 4 * 2 + 2, so ranks 0 and 1 take 3 rows, ranks 2 and 3 take 2."""
-    assert [ev.shard_bounds(10, 4, r) for r in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert [shard_bounds(10, 4, r) for r in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
     with pytest.raises(ValueError, match="rank 4 outside a world of 4"):
-        ev.shard_bounds(10, 4, 4)
+        shard_bounds(10, 4, 4)
 
 
 # ----------------------------------------------------------------------------- recipes

@@ -110,6 +110,28 @@ def test_every_estimator_on_two_processes_equals_one(estimator, tmp_path):
     assert diff < 1e-6
 
 
+def test_fewer_eval_prompts_than_processes_count_each_prompt_once(tmp_path):
+    """2 held-out prompts over 3 processes: the third process has none. It still rolls one out
+    (the same work as the others) but adds no row, so the held-out means equal one process's
+    (before, it counted prompt 0 twice: the mean of r0, r1, r0)."""
+    extra = [
+        "max_steps=1",
+        "eval_steps=1",
+        "eval.prompts=2",
+        "grpo.prompts_per_step=3",
+        "grpo.generation_batch_size=4",
+        "grpo.per_device_batch_size=4",
+    ]
+    run(command("cj_grpo_tiny", tmp_path / "one", 1, *extra))
+    run(command("cj_grpo_tiny", tmp_path / "three", 3, *extra))
+    rows = [read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "three")]
+    evals = [[r for r in rs if "eval/reward" in r] for rs in rows]
+    assert len(evals[0]) == len(evals[1]) == 1
+    for key, value in evals[0][0].items():
+        if key.startswith("eval/"):
+            assert evals[1][0][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
 def test_two_process_stop_and_resume_equals_one_straight_run(tmp_path):
     """GRPO with LoRA dropout, which draws from each rank's own global RNG: 2 steps on 2
     processes, stop, resume on 2 processes to step 4 == 4 straight steps on 2 processes."""
