@@ -69,6 +69,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from . import sandbox_cgroup, sandbox_zygote
@@ -522,7 +523,9 @@ def _spawn_and_collect(
     with (
         proc,
         open(records_read, "rb", buffering=0) as records,
-        open(reports_read, "rb", buffering=0) if reports_read is not None else _none() as reports,
+        open(reports_read, "rb", buffering=0)
+        if reports_read is not None
+        else nullcontext() as reports,
     ):
         try:
             proc.stdin.write(payload)
@@ -696,11 +699,6 @@ def _failed(error: str, start: float) -> SandboxResult:
 
 def _given(fd: int | None) -> tuple[int, ...]:
     return () if fd is None else (fd,)
-
-
-@contextlib.contextmanager
-def _none():
-    yield None
 
 
 def _close_all(fds: list[int]) -> None:

@@ -28,3 +28,23 @@ def worktree(commit: str) -> Iterator[Path]:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False
             )
+
+
+def run_in(checkout: Path, code: str, job: dict) -> dict:
+    """Run ``code`` with ``checkout`` importable, ``job`` as JSON on its stdin; the JSON object
+    its last stdout line prints."""
+    import json
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        cwd=checkout,
+        env={"PYTHONPATH": str(checkout), "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the measurement failed in {checkout}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,12 +12,10 @@ gold mean. The attack's text always comes from this checkout.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
-from _worktree import REPO, worktree
+from _worktree import REPO, run_in, worktree
 
 if __package__ in (None, ""):  # run as a file: make the checkout importable
     sys.path.insert(0, str(REPO))
@@ -38,19 +36,7 @@ print(json.dumps({"attack": [g.reward for g in attack], "gold": [g.reward for g 
 
 
 def grade_in(checkout: Path, data: Path, attack: str) -> dict:
-    job = json.dumps({"data": str(data.resolve()), "attack": attack})
-    done = subprocess.run(
-        [sys.executable, "-c", GRADE],
-        input=job,
-        capture_output=True,
-        text=True,
-        cwd=checkout,
-        env={"PYTHONPATH": str(checkout), "PATH": "/usr/local/bin:/usr/bin:/bin"},
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"grading in {checkout} failed:\n{done.stderr[-3000:]}")
-    rewards = json.loads(done.stdout.strip().splitlines()[-1])
+    rewards = run_in(checkout, GRADE, {"data": str(data.resolve()), "attack": attack})
     attack_rewards = [r or 0.0 for r in rewards["attack"]]
     return {
         "attack_mean": round(sum(attack_rewards) / len(attack_rewards), 4),

@@ -64,7 +64,7 @@ COLUMNS = {
 }
 
 
-def cpu_seconds(reward: Callable, text: str, columns: dict) -> float:
+def seconds(reward: Callable, text: str, columns: dict) -> float:
     """Best of three wall-clock readings: the maths and code rewards work in other processes
     (math-verify workers, sandboxes), so the trainer's own CPU time would not see them."""
     best = float("inf")
@@ -85,8 +85,8 @@ def test_every_registered_reward_is_checked():
 @pytest.mark.parametrize("name", sorted(COLUMNS))
 def test_reward_is_linear_on_hostile_input(name, pattern):
     reward, columns = get_reward(name), COLUMNS[name]
-    small = cpu_seconds(reward, PATTERNS[pattern](SMALL), columns)
-    large = cpu_seconds(reward, PATTERNS[pattern](LARGE), columns)
+    small = seconds(reward, PATTERNS[pattern](SMALL), columns)
+    large = seconds(reward, PATTERNS[pattern](LARGE), columns)
     if large < FAST_ENOUGH_S:
         return
     assert large / max(small, 1e-4) < RATIO, f"{name} on {pattern}: {small:.4f} s -> {large:.3f} s"

@@ -85,13 +85,18 @@ def max_difference(a: dict, b: dict) -> float:
 @pytest.mark.parametrize("recipe", [p for p in recipes() if p.values[0] != "cj_grpo_tiny"])
 def test_two_processes_equal_one_process(recipe, tmp_path):
     """cj_grpo_tiny has this test in tests/test_recipes.py; here the likelihood trainers."""
-    run(command(recipe, tmp_path / "one", 1, "max_steps=2"))
-    run(command(recipe, tmp_path / "two", 2, "max_steps=2"))
+    assert_two_processes_equal_one(recipe, tmp_path, "max_steps=2")
+
+
+def assert_two_processes_equal_one(recipe: str, tmp_path: Path, *extra: str) -> None:
+    """The same metric rows and (to 1e-6) the same final weights on 2 processes as on 1."""
+    run(command(recipe, tmp_path / "one", 1, *extra))
+    run(command(recipe, tmp_path / "two", 2, *extra))
     a = read_metrics(tmp_path / "one" / "metrics.jsonl")
     b = read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert_same_rows(a, b)
     diff = max_difference(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"))
-    print(f"{recipe}: 2 processes vs 1, max |weight difference| = {diff:.3g}")
+    print(f"{recipe} {' '.join(extra)}: 2 processes vs 1, max |weight difference| = {diff:.3g}")
     assert diff < 1e-6
 
 
@@ -100,14 +105,7 @@ def test_every_estimator_on_two_processes_equals_one(estimator, tmp_path):
     """The recipe's own estimator (trajectory) has this test in tests/test_recipes.py; every
     other registered estimator, with two inner iterations, here."""
     extra = [f"grpo.estimator={estimator}", "grpo.num_iterations=2", "max_steps=2"]
-    run(command("cj_grpo_tiny", tmp_path / "one", 1, *extra))
-    run(command("cj_grpo_tiny", tmp_path / "two", 2, *extra))
-    a = read_metrics(tmp_path / "one" / "metrics.jsonl")
-    b = read_metrics(tmp_path / "two" / "metrics.jsonl")
-    assert_same_rows(a, b)
-    diff = max_difference(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"))
-    print(f"cj_grpo_tiny, {estimator}: 2 processes vs 1, max |weight difference| = {diff:.3g}")
-    assert diff < 1e-6
+    assert_two_processes_equal_one("cj_grpo_tiny", tmp_path, *extra)
 
 
 def test_fewer_eval_prompts_than_processes_count_each_prompt_once(tmp_path):
