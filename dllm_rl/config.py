@@ -30,8 +30,14 @@ LR_SCHEDULERS = (
     "cosine_with_min_lr",
     "warmup_stable_decay",
 )
-"""``transformers.get_scheduler`` names that need no extra arguments (listed here so that checking
-a config does not import transformers' trainer; a test keeps the list in step with it)."""
+"""``transformers.get_scheduler`` names (listed here so that checking a config does not import
+transformers' trainer; a test keeps the list in step with it)."""
+
+SCHEDULER_ARGUMENTS = {
+    "cosine_with_min_lr": ("min_lr", "min_lr_rate"),
+    "warmup_stable_decay": ("num_decay_steps",),
+}
+"""The schedules that need an argument in ``training.lr_scheduler_kwargs``: one of these keys."""
 
 
 # ----------------------------------------------------------------------------- shared sections
@@ -170,6 +176,11 @@ class OptimConfig:
         default="constant",
     )
     warmup_steps: int = _help("warm-up optimizer steps", default=0)
+    lr_scheduler_kwargs: dict[str, Any] = _help(
+        "the schedule's own arguments (transformers' scheduler_specific_kwargs), e.g. "
+        "{min_lr_rate: 0.1} for cosine_with_min_lr",
+        default_factory=dict,
+    )
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -177,6 +188,13 @@ class OptimConfig:
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(
                 f"training.lr_scheduler={self.lr_scheduler!r} is unknown; one of {LR_SCHEDULERS}"
+            )
+        needs = SCHEDULER_ARGUMENTS.get(self.lr_scheduler, ())
+        if needs and not set(needs) & set(self.lr_scheduler_kwargs):
+            raise ValueError(
+                f"training.lr_scheduler={self.lr_scheduler} needs "
+                f"{' or '.join(needs)} in training.lr_scheduler_kwargs, e.g. "
+                f"training.lr_scheduler_kwargs={{{needs[-1]}: 0.1}}"
             )
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(
@@ -265,6 +283,77 @@ class RolloutConfig:
 
 
 @dataclass
+class SPGSettings:
+    """SPG's settings (``grpo.estimator: spg``; names from its reference code)."""
+
+    bound: Literal["elbo", "eubo", "mix"] = _help(
+        "the likelihood bound of negative-advantage completions: eubo (the upper bound), mix "
+        "(mix_weight x EUBO + (1 - mix_weight) x ELBO) or elbo (the lower bound everywhere)",
+        default="mix",
+    )
+    num_t: int = _help(
+        "Monte-Carlo draws (masked copies, one forward each) per completion", default=2
+    )
+    eubo_beta: float = _help("beta of the EUBO (eq. 7; an upper bound for beta >= 1)", default=1.5)
+    mix_weight: float = _help("omega, the EUBO's share in the mixture", default=0.5)
+    block_length: int | None = _help(
+        "block of the block-wise masks; None: the rollout's block (rollout.block_length, or L / "
+        "num_blocks, or L)",
+        default=None,
+    )
+
+    def __post_init__(self) -> None:
+        if self.num_t < 1:
+            raise ValueError(f"grpo.spg.num_t must be >= 1, got {self.num_t}")
+        if not self.eubo_beta > 0:
+            raise ValueError(
+                f"grpo.spg.eubo_beta must be > 0 (>= 1 for a bound), got {self.eubo_beta}"
+            )
+        if not 0.0 <= self.mix_weight <= 1.0:
+            raise ValueError(f"grpo.spg.mix_weight must be in [0, 1], got {self.mix_weight}")
+        if self.block_length is not None and self.block_length < 1:
+            raise ValueError(f"grpo.spg.block_length must be >= 1, got {self.block_length}")
+
+
+@dataclass
+class Wd1Settings:
+    """wd1's settings (``grpo.estimator: wd1``)."""
+
+    psi: float = _help(
+        "inverse temperature of the group weights softmax(+-psi A) (the reference code: 1)",
+        default=1.0,
+    )
+
+    def __post_init__(self) -> None:
+        if not self.psi > 0:
+            raise ValueError(f"grpo.wd1.psi must be > 0, got {self.psi}")
+
+
+@dataclass
+class CoupledSettings:
+    """Coupled-GRPO's settings (``grpo.estimator: coupled``; DiffuCoder's values)."""
+
+    t_min: float = _help("lowest masking level t of the complementary pair", default=0.2)
+    t_max: float = _help("highest masking level t", default=0.8)
+    full_mask: bool = _help(
+        "also score the fully masked completion and average it with the pair (the reference "
+        "code; 3 forwards instead of 2)",
+        default=True,
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.t_min <= self.t_max < 1.0:
+            raise ValueError(
+                f"grpo.coupled needs 0 < t_min <= t_max < 1, got t_min={self.t_min}, "
+                f"t_max={self.t_max}"
+            )
+
+
+RATIO_FREE = ("spg", "wd1")
+"""Estimators without an old-policy ratio or a KL term (their reference objectives have none)."""
+
+
+@dataclass
 class GRPOSection:
     """CJ-GRPO / diffu-GRPO settings. Batch names say what they count."""
 
@@ -275,19 +364,24 @@ class GRPOSection:
     num_iterations: int = _help(
         "mu: optimizer updates (passes over the rollout buffer) per step", default=1
     )
-    estimator: Literal["trajectory", "one_step"] = _help(
-        "trajectory (CJ-GRPO: every recorded transition) or one_step (d1's diffu-GRPO)",
+    estimator: Literal["trajectory", "one_step", "spg", "wd1", "coupled"] = _help(
+        "trajectory (CJ-GRPO: every recorded transition), one_step (d1's diffu-GRPO), spg "
+        "(sandwiched policy gradient), wd1 (weighted likelihood) or coupled (DiffuCoder's "
+        "coupled-GRPO)",
         default="trajectory",
     )
     beta: float = _help("weight of the k3 KL to the reference (0: no reference pass)", default=0.0)
     epsilon: float = _help("clip range below 1 (and above, unless epsilon_high)", default=0.2)
     epsilon_high: float | None = _help("clip range above 1 (DAPO's clip-higher)", default=None)
-    scale_rewards: Literal["group", "batch", "none"] = _help(
-        "divide advantages by the group std, the batch std, or nothing", default="group"
+    scale_rewards: Literal["group", "batch", "none", "leave_one_out"] = _help(
+        "divide advantages by the group std, the batch std, or nothing; leave_one_out: "
+        "r - mean of the other G - 1 rewards (coupled-GRPO)",
+        default="group",
     )
-    loss_type: Literal["step_mean", "token_mean", "sequence_mean"] = _help(
+    loss_type: Literal["step_mean", "token_mean", "sequence_mean", "sequence_sum"] = _help(
         "reduction: per-step token mean then mean over steps (CJ-GRPO), global token mean "
-        "(DAPO), or per-sequence mean then mean over sequences",
+        "(DAPO), per-sequence mean then mean over sequences, or per-sequence sum then mean over "
+        "sequences (wd1: the sequence log-likelihood)",
         default="step_mean",
     )
     loss_positions: Literal["all", "until_eos"] = _help(
@@ -301,7 +395,14 @@ class GRPOSection:
     steps_per_backward: int = _help(
         "trajectory: decoding steps per backward (1: peak memory does not grow with S)", default=1
     )
-    p_mask_prompt: float = _help("one_step: probability of masking each prompt token", default=0.15)
+    p_mask_prompt: float = _help(
+        "one_step, wd1, spg: probability of masking each prompt token (spg: and each token of "
+        "the blocks before the masked one)",
+        default=0.15,
+    )
+    spg: SPGSettings = _help("spg's bounds and draws", default_factory=SPGSettings)
+    wd1: Wd1Settings = _help("wd1's group weights", default_factory=Wd1Settings)
+    coupled: CoupledSettings = _help("coupled-GRPO's mask pairs", default_factory=CoupledSettings)
     skip_zero_advantage: bool = _help(
         "train only on completions with a nonzero advantage; exact when beta = 0 (the others "
         "add nothing to the gradient), so groups whose rewards all agree cost no forward. "
@@ -329,6 +430,11 @@ class GRPOSection:
             raise ValueError("grpo.beta, grpo.epsilon and grpo.epsilon_high must be >= 0")
         if not 0.0 <= self.p_mask_prompt < 1.0:
             raise ValueError(f"grpo.p_mask_prompt must be in [0, 1), got {self.p_mask_prompt}")
+        if self.estimator in RATIO_FREE and self.beta > 0:
+            raise ValueError(
+                f"grpo.estimator={self.estimator} has no KL term (its objective has no reference "
+                f"policy); set grpo.beta=0 (got {self.beta})"
+            )
 
 
 @dataclass

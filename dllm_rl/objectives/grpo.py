@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-SCALES = ("group", "batch", "none")
-REDUCTIONS = ("step_mean", "token_mean", "sequence_mean")
+SCALES = ("group", "batch", "none", "leave_one_out")
+REDUCTIONS = ("step_mean", "token_mean", "sequence_mean", "sequence_sum")
 COUNTED_MODES = ("all", "until_eos")
 STD_EPS = 1e-4  # TRL's constant in A = (r - mean) / (std + 1e-4)
 
@@ -38,17 +38,20 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, scale: str) ->
     ``A_i = r_i - mean(r of i's group)``, a group being ``G`` consecutive rows (one prompt's
     completions). ``scale`` then divides by ``std + 1e-4``: the unbiased std of each group
     ("group", TRL's default), of the whole tensor ("batch", Hu 2025 REINFORCE++ style), or not at
-    all ("none", Dr. GRPO and the CJ-GRPO reference code).
+    all ("none", Dr. GRPO and the CJ-GRPO reference code). "leave_one_out" centres on the mean
+    of the OTHER G - 1 rewards, ``r_i - mean_{j != i} r_j = G / (G - 1) * (r_i - mean)``
+    (RLOO, Ahmadian et al. 2024; DiffuCoder's coupled-GRPO).
 
     Example (G = 2): r = [1, 3, 2, 2] -> means [2, 2], A = [-1, 1, 0, 0]. Group stds are
     sqrt(((-1)^2 + 1^2) / 1) = sqrt(2) and 0, so "group" gives [-1, 1] / (sqrt(2) + 1e-4) and
     [0, 0]. The batch std of r is sqrt((1 + 1 + 0 + 0) / 3) = sqrt(2/3), so "batch" gives
-    [-1, 1, 0, 0] / (sqrt(2/3) + 1e-4).
+    [-1, 1, 0, 0] / (sqrt(2/3) + 1e-4). "leave_one_out" gives 2 / 1 * [-1, 1, 0, 0] =
+    [-2, 2, 0, 0] (r_0 - r_1 = 1 - 3).
 
     Args:
         rewards: ``[B*G]`` rewards, prompt-major (a prompt's G completions are consecutive).
         num_generations: G.
-        scale: "group", "batch" or "none".
+        scale: "group", "batch", "none" or "leave_one_out".
 
     Returns:
         ``[B*G]`` advantages (float32 unless ``rewards`` is another floating dtype).
@@ -65,8 +68,8 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, scale: str) ->
             f"{rewards.numel()} rewards cannot be split into groups of num_generations="
             f"{num_generations}: the length must be B * G (a multiple of G >= 1)"
         )
-    if scale == "group" and num_generations < 2:
-        raise ValueError("scale_rewards='group' needs num_generations >= 2 (a std of one value)")
+    if scale in ("group", "leave_one_out") and num_generations < 2:
+        raise ValueError(f"scale_rewards={scale!r} needs num_generations >= 2 (a group of one)")
     if scale == "batch" and rewards.numel() < 2:
         raise ValueError("scale_rewards='batch' needs at least 2 rewards (a std of one value)")
     r = rewards if rewards.is_floating_point() else rewards.float()  # [B*G]
@@ -74,6 +77,8 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, scale: str) ->
     centred = (groups - groups.mean(dim=1, keepdim=True)).reshape(-1)  # [B*G]
     if scale == "none":
         return centred
+    if scale == "leave_one_out":
+        return centred * (num_generations / (num_generations - 1))
     if scale == "group":
         std = groups.std(dim=1).repeat_interleave(num_generations)  # [B*G]
     else:
@@ -192,7 +197,7 @@ def reduction_totals(
 
     Example (S = 2): counted [[T, T, F], [T, F, F]], unmask_step [[0, 1, 1], [1, 0, 0]] ->
     "token_mean" [3], "step_mean" [1, 2] (one counted token at step 0, two at step 1),
-    "sequence_mean" [2].
+    "sequence_mean" and "sequence_sum" [2].
 
     Args:
         counted: ``[N, L]`` bool, the positions in the loss (:func:`counted_positions`).
@@ -201,13 +206,13 @@ def reduction_totals(
         reduction: one of :data:`REDUCTIONS`.
 
     Returns:
-        float64 ``[1]`` (token_mean: counted tokens; sequence_mean: sequences) or ``[S]``
+        float64 ``[1]`` (token_mean: counted tokens; sequence_mean, sequence_sum: sequences) or ``[S]``
         (step_mean: counted tokens committed at each step).
     """
     _check_reduction(reduction, counted, unmask_step)
     if reduction == "token_mean":
         return counted.sum().to(torch.float64).view(1)  # [1]
-    if reduction == "sequence_mean":
+    if reduction in ("sequence_mean", "sequence_sum"):
         return torch.tensor([float(counted.shape[0])], dtype=torch.float64, device=counted.device)
     steps = unmask_step[counted].long()  # [n_counted]
     if steps.numel() and (int(steps.min()) < 0 or int(steps.max()) >= num_steps):
@@ -225,12 +230,15 @@ def token_weights(
     * "token_mean" (DAPO, Yu et al. 2025, eq. 8): ``w = counted / T``, T the counted tokens.
     * "sequence_mean" (GRPO eq. 3): ``w = counted / n_i / N``, n_i = row i's counted tokens
       (clamped at 1), N the sequences.
+    * "sequence_sum": ``w = counted / N``: each sequence's token SUM (its log-likelihood, for the
+      likelihood-weighted objectives: wd1), then the mean over sequences.
     * "step_mean" (CJ-GRPO reference code): for each step s the token mean over the batch of the
       counted tokens committed at s, then the mean over the S_eff steps with any counted token:
       ``w = counted / (c_s * S_eff)``, c_s the counted tokens committed at step s.
 
     Example (the one of :func:`reduction_totals`, as the whole batch): token_mean w =
-    [[1/3, 1/3, 0], [1/3, 0, 0]]; sequence_mean [[1/4, 1/4, 0], [1/2, 0, 0]]; step_mean with
+    [[1/3, 1/3, 0], [1/3, 0, 0]]; sequence_mean [[1/4, 1/4, 0], [1/2, 0, 0]]; sequence_sum
+    [[1/2, 1/2, 0], [1/2, 0, 0]]; step_mean with
     c = [1, 2], S_eff = 2: [[1/2, 1/4, 0], [1/4, 0, 0]].
 
     Args:
@@ -250,6 +258,8 @@ def token_weights(
     elif reduction == "sequence_mean":
         per_row = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # [N, 1]
         weights = mask / per_row / totals[0].clamp(min=1.0)  # [N, L]
+    elif reduction == "sequence_sum":
+        weights = mask / totals[0].clamp(min=1.0)  # [N, L]
     else:
         steps_used = (totals > 0).sum().clamp(min=1).to(torch.float64)  # [] S_eff
         per_step = totals.clamp(min=1.0)[unmask_step.long().clamp(0, totals.numel() - 1)]  # [N, L]

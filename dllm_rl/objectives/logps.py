@@ -3,7 +3,7 @@
 Shapes: ``B`` rows (completions), ``P`` prompt length, ``L`` completion length, ``V`` vocabulary,
 ``k_s`` tokens committed at decoding step s.
 
-Two estimators:
+Two estimators here (SPG's and coupled-GRPO's random masks score through :func:`masked_logps`):
 
 * :func:`trajectory_step_logps` (CJ-GRPO, Yang et al. 2025, "Taming masked diffusion language
   models via consistency trajectory RL", sec. 3.2): for each recorded decoding step s, one forward
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from dllm_rl.models.adapter import DiffusionLM
+from dllm_rl.objectives.elbo import masked_positions
 from dllm_rl.rollout.trajectory import Trajectory
 
 NEG_INF = float("-inf")
@@ -207,6 +208,59 @@ def one_step_logps(
     logits = model.logits(ids, _padding_or_none(attention), positions=slice(p, p + length))
     excluded = None if model.mask_in_softmax else mask_id
     return token_logps(logits, completion_ids, temperature, excluded, with_entropy)  # [B, L]
+
+
+def masked_logps(
+    model: DiffusionLM,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    masked_prompt: torch.Tensor,
+    masked_completion: torch.Tensor,
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the completion tokens under a partly masked input (one forward).
+
+    The general form of :func:`one_step_logps` (which masks the whole completion), for the
+    estimators that score random masks (SPG's block-wise draws, coupled-GRPO's pairs): the
+    prompt's ``masked_prompt`` and the completion's ``masked_completion`` positions hold [MASK],
+    the LM head runs on the masked completion positions only, and each is scored with the
+    sampler's convention at temperature T.
+
+    Args:
+        model: the policy (or the reference).
+        prompt_ids: ``[B, P]`` left-padded prompt ids.
+        prompt_mask: ``[B, P]`` 1 on real tokens, 0 on padding.
+        completion_ids: ``[B, L]`` completion tokens.
+        masked_prompt: ``[B, P]`` bool.
+        masked_completion: ``[B, L]`` bool, the completion positions masked and scored.
+        temperature: the rollout's T > 0.
+        with_entropy: also return the per-position entropy.
+
+    Returns:
+        ``logps [B, L]`` float32 (differentiable), 0 where not masked, and ``entropy [B, L]``
+        (0 where not masked) or None.
+    """
+    _check_temperature(temperature)
+    p = prompt_ids.shape[1]
+    mask_id = model.mask_token_id
+    prompt = torch.where(masked_prompt.bool(), mask_id, prompt_ids.long())  # [B, P]
+    completion = torch.where(masked_completion.bool(), mask_id, completion_ids.long())  # [B, L]
+    ids = torch.cat([prompt, completion], dim=1)  # [B, P+L]
+    ones = torch.ones_like(completion_ids, dtype=prompt_mask.dtype)  # [B, L]
+    attention = torch.cat([prompt_mask, ones], dim=1)  # [B, P+L]
+    positions, valid = masked_positions(masked_completion.bool())  # [B, K] each
+    logits = model.logits(ids, _padding_or_none(attention), positions=positions + p)  # [B, K, V]
+    tokens = completion_ids.gather(1, positions)  # [B, K]
+    excluded = None if model.mask_in_softmax else mask_id
+    logps, entropy = token_logps(logits, tokens, temperature, excluded, with_entropy)  # [B, K]
+
+    def spread(values: torch.Tensor) -> torch.Tensor:  # [B, K] -> [B, L]; dummies are distinct
+        zeros = torch.zeros(completion_ids.shape, dtype=values.dtype, device=values.device)
+        return zeros.scatter(1, positions, values.masked_fill(~valid, 0.0))
+
+    return spread(logps), (None if entropy is None else spread(entropy))
 
 
 # ----------------------------------------------------------------------------- whole tables

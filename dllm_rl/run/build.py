@@ -186,6 +186,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_
         optimizer,
         num_warmup_steps=config.warmup_steps,
         num_training_steps=total_updates,
+        scheduler_specific_kwargs=dict(config.lr_scheduler_kwargs) or None,
     )
 
 

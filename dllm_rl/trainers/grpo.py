@@ -36,7 +36,6 @@ from dllm_rl.config import BatchPlan, GRPOConfig
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.objectives.grpo import (
     counted_positions,
-    group_advantages,
     reduction_totals,
     token_weights,
 )
@@ -156,7 +155,7 @@ class GRPOTrainer:
         g, s = self.config.grpo, self.session
         traj = batch.trajectory
         total = gather_rows(s, batch.rewards.total.to(traj.device))  # [N_global]
-        adv_all = group_advantages(total, g.num_generations, g.scale_rewards)
+        adv_all = self.estimator.advantages(total, self.config)
         n = len(batch)
         advantages = adv_all[s.rank * n : (s.rank + 1) * n].float()
         counted = counted_positions(traj.completion_ids, self.policy.ids.stop_ids, g.loss_positions)

@@ -141,6 +141,25 @@ def test_scheduler_names_are_transformers_names():
     assert set(LR_SCHEDULERS) <= {s.value for s in SchedulerType}
 
 
+def test_every_scheduler_builds_and_an_argument_it_needs_is_asked_for_up_front():
+    """cosine_with_min_lr and warmup_stable_decay raised inside transformers at the first step
+    of a run; now the config names the argument, and with it every schedule builds."""
+    import torch
+
+    from dllm_rl.config import SCHEDULER_ARGUMENTS, OptimConfig
+    from dllm_rl.run.build import make_scheduler
+
+    for name in LR_SCHEDULERS:
+        needs = SCHEDULER_ARGUMENTS.get(name, ())
+        if needs:
+            with pytest.raises(ValueError, match=needs[0]):
+                OptimConfig(lr_scheduler=name)
+        kwargs = {needs[-1]: 0.1 if needs[-1] != "num_decay_steps" else 2} if needs else {}
+        config = OptimConfig(lr_scheduler=name, warmup_steps=1, lr_scheduler_kwargs=kwargs)
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        make_scheduler(optimizer, config, 10).step()
+
+
 def test_free_form_sections_get_typed_command_line_values():
     config = build_config(
         GRPOConfig, parse_overrides(["data.options.size=64", "data.options.digits=3"])[1]

@@ -18,7 +18,7 @@ import torch
 
 from dllm_rl.run.metrics import read_metrics
 from dllm_rl.trainers.estimators import ESTIMATORS
-from tests.trainers.test_resume import final_weights, is_wall_time, recipes
+from tests.trainers.test_resume import estimator_overrides, final_weights, is_wall_time, recipes
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -105,6 +105,7 @@ def test_every_estimator_on_two_processes_equals_one(estimator, tmp_path):
     """The recipe's own estimator (trajectory) has this test in tests/test_recipes.py; every
     other registered estimator, with two inner iterations, here."""
     extra = [f"grpo.estimator={estimator}", "grpo.num_iterations=2", "max_steps=2"]
+    extra += estimator_overrides(estimator)
     assert_two_processes_equal_one("cj_grpo_tiny", tmp_path, *extra)
 
 

@@ -2,15 +2,18 @@
 the loss statistics and the :class:`Estimator` protocol itself.
 
 An estimator decides how a rollout becomes per-token log-probs and a loss. It is one object
-with two methods, chosen by name from :data:`dllm_rl.trainers.estimators.ESTIMATORS`:
+with three methods, chosen by name from :data:`dllm_rl.trainers.estimators.ESTIMATORS`:
 
+- ``advantages(rewards, config) -> Tensor``: each completion's coefficient in the loss, from the
+  rewards of the whole step (GRPO's group-relative advantages, :func:`group_relative`, or wd1's
+  group weights);
 - ``prepare(ctx, buf) -> int``: the no-grad work before the inner iterations (old and reference
   log-probs, random masks), kept in its own typed ``buf.tables``; returns the forwards spent;
 - ``calls(ctx, buf, rows, iteration, stats) -> list[Call]``: the forward/backward units of one
   micro-batch (:func:`~dllm_rl.trainers.common.run_calls` runs them on every engine).
 
-The GRPO loop (:mod:`dllm_rl.trainers.grpo`) holds nothing estimator-specific: advantages and
-token weights (which carry the global normaliser) are computed once, for every estimator.
+The GRPO loop (:mod:`dllm_rl.trainers.grpo`) holds nothing estimator-specific: the token weights
+(which carry the global normaliser) are computed once, for every estimator.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 
 from dllm_rl.config import GRPOConfig
 from dllm_rl.models.adapter import DiffusionLM
-from dllm_rl.objectives.grpo import SurrogateTerms, clipped_surrogate, k3_kl
+from dllm_rl.objectives.grpo import SurrogateTerms, clipped_surrogate, group_advantages, k3_kl
 from dllm_rl.rollout.trajectory import Trajectory
 from dllm_rl.run.build import Reference
 
@@ -87,6 +90,11 @@ class Estimator(Protocol):
 
     name: str
 
+    def advantages(self, rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
+        """``[N_global]`` coefficients from the ``[N_global]`` total rewards of the step (rows
+        whose coefficient is 0 add nothing to the gradient without a KL term)."""
+        ...
+
     def prepare(self, ctx: StepContext, buf: Buffer) -> int:
         """No-grad passes and draws before the inner iterations; sets ``buf.tables``; returns
         the forwards spent."""
@@ -102,6 +110,19 @@ class Estimator(Protocol):
     ) -> list[Call]:
         """One micro-batch's calls (``stats`` None: a zero-weighted padding micro-batch)."""
         ...
+
+
+def group_relative(rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
+    """GRPO's group-relative advantages under ``grpo.scale_rewards``."""
+    g = config.grpo
+    return group_advantages(rewards, g.num_generations, g.scale_rewards)
+
+
+def ratio_free_terms(loss: torch.Tensor) -> SurrogateTerms:
+    """The statistics of an objective without an importance ratio (SPG, wd1): the ratio is 1 and
+    nothing is clipped, so ``ratio_mean`` reads 1 and the clip fractions 0."""
+    never = torch.zeros_like(loss, dtype=torch.bool)
+    return SurrogateTerms(loss, torch.ones_like(loss), never, never, never)
 
 
 def token_loss(
@@ -163,14 +184,18 @@ class LossStats:
         entropy: torch.Tensor | None,
         loss: torch.Tensor,
         first_iteration: bool,
+        entropy_at: torch.Tensor | None = None,
     ) -> None:
-        """Add one scored block of tokens (``[n, k]`` tensors; ``counted`` selects)."""
+        """Add one scored block of tokens (``[n, k]`` tensors; ``counted`` selects; the entropy
+        is averaged over ``entropy_at`` when given, the positions a random mask scored)."""
         c = counted.double()  # [n, k]
         n = c.sum()
         zero = n.new_zeros(())
 
-        def total(x: torch.Tensor | None) -> torch.Tensor:
-            return zero if x is None else (x.detach().double() * c).sum()
+        def total(x: torch.Tensor | None, where: torch.Tensor = c) -> torch.Tensor:
+            return zero if x is None else (x.detach().double() * where).sum()
+
+        e = c if entropy_at is None else entropy_at.double()  # [n, k]
 
         part = torch.stack(
             [
@@ -181,8 +206,8 @@ class LossStats:
                 total(terms.is_high_clipped),
                 total(terms.is_region_clipped),
                 total(kl),
-                total(entropy),
-                n if entropy is not None else zero,
+                total(entropy, e),
+                e.sum() if entropy is not None else zero,
                 loss.detach().double(),
             ]
         )  # in the order of LossTotals' fields
@@ -193,6 +218,18 @@ class LossStats:
         if self.sums is None:
             return torch.zeros(len(LossTotals.names()), dtype=torch.float64)
         return self.sums.cpu()
+
+
+def draw_per_chunk(
+    ctx: StepContext, n: int, tag: str, draw: Callable[[int, int, torch.Generator], Any]
+) -> list[Any]:
+    """``draw(lo, hi, generator)`` for each rollout chunk of this process's ``n`` rows, the
+    generator seeded by the chunk's GLOBAL index: a row's draws do not depend on the number of
+    processes."""
+    size = ctx.config.grpo.generation_batch_size
+    gen = ctx.generator(tag)
+    first = ctx.rank * n // size
+    return [draw(lo, min(lo + size, n), gen(first + c)) for c, lo in enumerate(range(0, n, size))]
 
 
 def on_rows(part: torch.Tensor, rows: torch.Tensor, n: int, dim: int) -> torch.Tensor:

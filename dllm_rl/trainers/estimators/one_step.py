@@ -14,12 +14,15 @@ from dataclasses import dataclass
 
 import torch
 
+from dllm_rl.config import GRPOConfig
 from dllm_rl.objectives.logps import draw_prompt_mask, one_step_logps, one_step_logps_table
 from dllm_rl.trainers.estimators.base import (
     Buffer,
     Call,
     LossStats,
     StepContext,
+    draw_per_chunk,
+    group_relative,
     on_rows,
     token_loss,
 )
@@ -38,21 +41,29 @@ class OneStepTables:
     ref: torch.Tensor | None = None
 
 
+def prompt_masks(ctx: StepContext, buf: Buffer) -> list[torch.Tensor]:
+    """d1's prompt masks, one ``[N, P]`` per inner iteration (fresh each iteration)."""
+    g, traj = ctx.config.grpo, buf.traj
+
+    def draw(lo: int, hi: int, gen: torch.Generator) -> torch.Tensor:
+        return draw_prompt_mask(traj.prompt_mask[lo:hi], g.p_mask_prompt, gen)
+
+    return [
+        torch.cat(draw_per_chunk(ctx, len(traj), f"prompt_mask/{it}", draw))
+        for it in range(g.num_iterations)
+    ]
+
+
 class OneStepEstimator:
     name = "one_step"
+
+    def advantages(self, rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
+        return group_relative(rewards, config)
 
     def prepare(self, ctx: StepContext, buf: Buffer) -> int:
         g, temp = ctx.config.grpo, ctx.config.rollout.temperature
         traj, n, size = buf.traj, len(buf.traj), g.per_device_batch_size
-        masks = []
-        for it in range(g.num_iterations):
-            rows = []
-            gen = ctx.generator(f"prompt_mask/{it}")
-            first = ctx.rank * n // g.generation_batch_size
-            for c, lo in enumerate(range(0, n, g.generation_batch_size)):
-                part = traj.prompt_mask[lo : lo + g.generation_batch_size]
-                rows.append(draw_prompt_mask(part, g.p_mask_prompt, gen(first + c)))
-            masks.append(torch.cat(rows))
+        masks = prompt_masks(ctx, buf)
         tables, forwards = OneStepTables(torch.stack(masks)), 0
         if g.num_iterations > 1 and len(buf.trained):
             part = [m[buf.trained] for m in masks]

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
+from dllm_rl.config import GRPOConfig
 from dllm_rl.objectives.logps import trajectory_logps_table, trajectory_step_logps
 from dllm_rl.trainers.estimators.base import (
     Buffer,
     Call,
     LossStats,
     StepContext,
+    group_relative,
     on_rows,
     token_loss,
 )
@@ -40,6 +42,9 @@ class TrajectoryTables:
 
 class TrajectoryEstimator:
     name = "trajectory"
+
+    def advantages(self, rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
+        return group_relative(rewards, config)
 
     def prepare(self, ctx: StepContext, buf: Buffer) -> int:
         g, temp = ctx.config.grpo, ctx.config.rollout.temperature
