@@ -13,7 +13,10 @@ updates) in a fresh subprocess, on a random-weight model and random prompts with
 * ``trajectory 1-step``: CJ-GRPO, one decoding step (uniform, S = 1), the memory floor;
 * ``trajectory all-graphs``: as ``trajectory ass`` with ``steps_per_backward = S``: all S graphs
   held until one backward, as the CJ-GRPO reference code does;
-* ``one_step d1``: d1's diffu-GRPO on d1's rollout (uniform, L/2 steps, blocks of 32).
+* ``one_step d1``: d1's diffu-GRPO on d1's rollout (uniform, L/2 steps, blocks of 32);
+* ``spg d1``, ``wd1 d1``, ``coupled d1``: SPG (mixture bound, 2 block-wise draws), wd1 and
+  coupled-GRPO (with the fully masked pass) on the same rollout; SPG and wd1 have no KL term, so
+  they run with beta 0 whatever ``--beta`` says (no reference pass).
 
 ``peak_mem_mb`` is the peak of the training phase (from the rollout's return to the end of the
 step: reference pass, forwards, backwards, optimizer steps) above the memory held when it starts
@@ -83,7 +86,15 @@ DEFAULTS = {
     "llada-1b": dict(prompts=2, num_generations=4, gen_length=256, prompt_length=64),
     "llada-8b": dict(prompts=1, num_generations=4, gen_length=256, prompt_length=64),
 }
-CONFIGS = ("trajectory ass", "trajectory 1-step", "trajectory all-graphs", "one_step d1")
+CONFIGS = (
+    "trajectory ass",
+    "trajectory 1-step",
+    "trajectory all-graphs",
+    "one_step d1",
+    "spg d1",
+    "wd1 d1",
+    "coupled d1",
+)
 # glibc: serve every allocation above 128 KiB with mmap and never raise that threshold, so a freed
 # tensor leaves the RSS at once (the dynamic threshold would recycle it in the heap).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
@@ -100,10 +111,19 @@ def configuration(name: str, gen_length: int) -> tuple[dict[str, Any], dict[str,
         return dict(schedule="uniform", steps=1), dict(estimator="trajectory", steps_per_backward=1)
     if name == "trajectory all-graphs":
         return ass, dict(estimator="trajectory", steps_per_backward=s_ass)
+    block = 32 if gen_length % 32 == 0 else gen_length
+    d1_rollout = dict(
+        schedule="uniform", steps=gen_length // 2, block_length=block, temperature=0.9
+    )
     if name == "one_step d1":
-        block = 32 if gen_length % 32 == 0 else gen_length
-        rollout = dict(schedule="uniform", steps=gen_length // 2, block_length=block)
-        return {**rollout, "temperature": 0.9}, dict(estimator="one_step", p_mask_prompt=0.15)
+        return d1_rollout, dict(estimator="one_step", p_mask_prompt=0.15)
+    if name == "spg d1":
+        spg = dict(bound="mix", num_t=2, eubo_beta=1.5, mix_weight=0.5)
+        return d1_rollout, dict(estimator="spg", spg=spg, beta=0.0, loss_type="token_mean")
+    if name == "wd1 d1":
+        return d1_rollout, dict(estimator="wd1", beta=0.0, loss_type="sequence_sum")
+    if name == "coupled d1":
+        return d1_rollout, dict(estimator="coupled", coupled=dict(full_mask=True))
     raise SystemExit(f"unknown configuration {name!r}; choose from {list(CONFIGS)}")
 
 
@@ -400,6 +420,7 @@ def run_isolated(argv: list[str], name: str) -> dict[str, Any]:
 def print_table(records: list[dict[str, Any]]) -> None:
     cols = (
         "steps",
+        "beta",
         "forwards_per_step",
         "reference_forwards_per_step",
         "rollout_s",

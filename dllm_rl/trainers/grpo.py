@@ -9,10 +9,11 @@ One training step:
 4. **Update**: ``num_iterations`` passes over the rollout buffer in micro-batches of
    ``per_device_batch_size``, one optimizer step per pass.
 
-Log-probs and loss (``grpo.estimator``): one object per estimator,
+Advantages, log-probs and loss (``grpo.estimator``): one object per estimator,
 :mod:`dllm_rl.trainers.estimators` (``trajectory``: CJ-GRPO, the rollout's own transitions;
-``one_step``: d1's diffu-GRPO). The estimator runs its no-grad passes when the buffer is built
-and returns each micro-batch's forward/backward calls; this module holds only the loop.
+``one_step``: d1's diffu-GRPO; ``spg``, ``wd1``, ``coupled``). The estimator turns the rewards
+into each row's coefficient, runs its draws and no-grad passes when the buffer is built and
+returns each micro-batch's forward/backward calls; this module holds only the loop.
 
 Gradients are summed, never averaged, across micro-batches and processes: the token weights
 (:func:`~dllm_rl.objectives.grpo.token_weights`) already hold the global normaliser, so micro-batch
@@ -82,11 +83,12 @@ class BufferInfo:
 
 def trained_rows(advantages: torch.Tensor, skip_zero: bool) -> torch.Tensor:
     """``[n]`` long indices of the rows to forward: every row, or (``skip_zero``) the rows whose
-    advantage is nonzero.
+    advantage (the estimator's coefficient) is nonzero.
 
-    Skipping is exact without a KL term: a row with A = 0 has the per-token loss
-    ``-min(r * 0, clip(r) * 0) = 0`` for every ratio, so its gradient is zero in every inner
-    iteration, and the token weights keep the normaliser of the whole step.
+    Skipping is exact without a KL term: every estimator's per-token loss is the coefficient
+    times a function of the log-probs (GRPO: ``-min(r * 0, clip(r) * 0) = 0`` for every ratio),
+    so a row with 0 has a zero gradient in every inner iteration, and the token weights keep the
+    normaliser of the whole step.
     """
     rows = torch.arange(len(advantages), device=advantages.device)
     return rows[advantages != 0] if skip_zero else rows

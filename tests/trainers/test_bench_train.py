@@ -44,6 +44,10 @@ def test_records_and_forward_counts(tmp_path, capsys):
         ASS: S = floor(log2 16) = 4 -> 32; one step -> 8. Reference code: S(3 + mu) = 5S.
     one_step (d1 rollout: uniform, L/2 = 8 steps, one block of 16): rollout 2 x 8 = 16, then per
         iteration (mu = 2) 2 micro-batches each of old (mu > 1), reference and policy = 12: 28.
+    spg (beta 0, K = 2 draws): 16 + mu 2 x 2 micro x 2 draws = 24, no old or reference pass.
+    wd1 (beta 0): 16 + mu 2 x 2 micro x 1 = 20.
+    coupled (3 passes with the fully masked one): 16 + (old + reference + policy) 3 x mu 2 x 2
+        micro x 3 = 52.
     """
     bench = load_bench()
     out = tmp_path / "bench.json"
@@ -59,9 +63,11 @@ def test_records_and_forward_counts(tmp_path, capsys):
             assert name in row, (row["configuration"], name)
         assert row["gen_length"] == 16 and row["batch"] == 4
         assert row["rollout_s"] > 0 and row["train_s"] > 0 and row["tokens_per_s"] > 0
-        assert row["reference_s"] > 0  # beta > 0: a reference pass ran
         assert row["peak_mem_mb"] >= 0
-    ass, one, full, d1 = (rows[c] for c in bench.CONFIGS)
+        assert row["beta"] == (0.0 if row["estimator"] in ("spg", "wd1") else 0.04)
+    ass, one, full, d1, spg, wd1, coupled = (rows[c] for c in bench.CONFIGS)
+    assert (spg["forwards_per_step"], wd1["forwards_per_step"]) == (24, 20)
+    assert coupled["forwards_per_step"] == 52
     assert (ass["steps"], one["steps"], full["steps"], d1["steps"]) == (4, 1, 4, 8)
     assert ass["per_step_backward"] and one["per_step_backward"] and not full["per_step_backward"]
     assert full["steps_per_backward"] == 4 and d1["estimator"] == "one_step"
