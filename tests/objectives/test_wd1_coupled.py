@@ -99,7 +99,7 @@ def test_coupled_pairs_cut_the_variance_of_a_random_mask_estimate():
     model = build_tiny_llada(0, init_std=0.3)
     ids, mask = encode_prompts(model, ["What is 2+3?", "Tell me a story.", "Hi"])
     g = torch.Generator().manual_seed(0)
-    completion = torch.randint(0, 50, (3, 16), generator=g)
+    completion = torch.randint(4, 50, (3, 16), generator=g)  # no special id ([MASK] is 2)
     clean = torch.zeros_like(mask, dtype=torch.bool)
 
     def scored(masked):
