@@ -454,9 +454,10 @@ class GRPOConfig:
     run: RunConfig = _help("run directory, length, logging", default_factory=RunConfig)
     model: ModelConfig = _help("policy model", default_factory=ModelConfig)
     data: DataConfig = _help("prompts", default_factory=DataConfig)
-    rewards: list[str | dict[str, Any]] = _help(
-        "reward names or {name, weight}: built-in, module:function, or an entry point",
-        default_factory=lambda: ["exact_answer"],
+    rewards: list[str | dict[str, Any]] | None = _help(
+        "reward names or {name, weight}: built-in, module:function, or an entry point; "
+        "null: the task's own (data.task's TaskSpec.rewards)",
+        default=None,
     )
     rollout: RolloutConfig = _help("the rollout sampler", default_factory=RolloutConfig)
     grpo: GRPOSection = _help("the RL objective and its batch sizes", default_factory=GRPOSection)
@@ -470,8 +471,15 @@ class GRPOConfig:
                 "every completion of a group is the same, so every advantage is 0. Use T = 1.0 "
                 "(CJ-GRPO) or 0.9 (d1); eval.temperature may be 0."
             )
-        if not self.rewards:
-            raise ValueError("rewards is empty: list at least one reward")
+        if self.rewards is not None and not self.rewards:
+            raise ValueError("rewards is empty: list at least one reward, or null for the task's")
+
+    @property
+    def reward_names(self) -> list[str | dict[str, Any]]:
+        """The recipe's rewards, or its task's (``TaskSpec.rewards``)."""
+        from dllm_rl.data.registry import get_task
+
+        return list(self.rewards) if self.rewards else list(get_task(self.data.task).rewards)
 
     def check_batch(self, world_size: int) -> BatchPlan:
         """The batch arithmetic, checked once at start-up with the numbers in the message."""

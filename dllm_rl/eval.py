@@ -50,18 +50,6 @@ from dllm_rl.run.cli import (  # noqa: E402
 
 logger = logging.getLogger("dllm_rl.eval")
 
-TASK_REWARDS: dict[str, list[str]] = {
-    "gsm8k": ["math"],
-    "math500": ["math"],
-    "countdown": ["countdown"],
-    "sudoku": ["sudoku"],
-    "humaneval": ["code"],
-    "mbpp": ["code"],
-    "mbpp_sanitized": ["code"],
-    "addition": ["exact_answer"],
-}
-"""The rewards of a task when a recipe lists none (the first one is the accuracy reward)."""
-
 
 # ----------------------------------------------------------------------------- the schema
 @dataclass
@@ -155,12 +143,13 @@ class EvalRecipe:
             if self.limit < 1:
                 raise ValueError(f"limit must be >= 1, got {self.limit}")
             self.data.limit = self.limit
-        if self.data.task not in TASK_REWARDS and not self.rewards:
-            raise ValueError(f"task {self.data.task!r} has no default rewards: list rewards")
 
     @property
     def reward_names(self) -> list[str | dict[str, Any]]:
-        return list(self.rewards) if self.rewards else list(TASK_REWARDS[self.data.task])
+        """The recipe's rewards, or its task's (``TaskSpec.rewards``)."""
+        from dllm_rl.data.registry import get_task
+
+        return list(self.rewards) if self.rewards else list(get_task(self.data.task).rewards)
 
 
 # ----------------------------------------------------------------------------- config
@@ -295,37 +284,25 @@ def check(recipe: EvalRecipe) -> list[str]:
     Raises:
         ValueError, FileNotFoundError, UnknownTaskError, UnknownRewardError: with the fix.
     """
-    from dllm_rl.data.paths import data_dir
-    from dllm_rl.data.registry import get_task
+    from dllm_rl.data.registry import describe_source
     from rewards.registry import resolve_rewards
 
     source = resolve_model(recipe.model)
+    d = recipe.data
+    where = describe_source(
+        d.task, d.split, d.source, recipe.seed, lambda: len(load_records(recipe))
+    )
     specs = resolve_rewards(recipe.reward_names)
     names = [s.name for s in specs]
     if recipe.accuracy_reward is not None and recipe.accuracy_reward not in names:
         raise ValueError(
             f"accuracy_reward={recipe.accuracy_reward!r} is not among the rewards {names}"
         )
-    d = recipe.data
-    spec = get_task(d.task)
-    if d.split not in spec.splits:
-        raise ValueError(f"task {d.task!r} has no split {d.split!r}; choose from {spec.splits}")
-    if d.source in (None, "local") and d.split in spec.local:
-        path = data_dir() / spec.local[d.split]
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{d.task} {d.split}: no local copy at {path}; set DLLM_RL_DATA"
-            )
-        where = f"from {path}"
-    elif d.source in (None, "generate") and spec.generator is not None:
-        where = f"generated (seed {recipe.seed})"
-    else:
-        where = f"from {d.source!r} (not checked offline)"
     sampler = recipe.sampler.sampler()
     limit = "" if d.limit is None else f", first {d.limit}"
     return [
         f"model: {source.describe}",
-        f"data: {d.task}/{d.split} {where}{limit}",
+        f"data: {where}{limit}",
         f"rewards: {', '.join(f'{s.name} x {s.weight:g}' for s in specs)} "
         f"(accuracy: {recipe.accuracy_reward or names[0]})",
         f"sampler: {describe_sampler(sampler)}",
@@ -410,19 +387,19 @@ def sample_rows(
 
 
 def load_records(recipe: EvalRecipe) -> list[dict[str, Any]]:
-    from dllm_rl.data import load_task
+    """The evaluation's records (:func:`dllm_rl.data.registry.load_records`)."""
+    from dllm_rl.data.registry import load_records as load
 
     d = recipe.data
-    rows = load_task(
+    return load(
         d.task,
         d.split,
         source=d.source,
         template=d.template,
         limit=d.limit,
         seed=recipe.seed,
-        **d.options,
+        options=d.options,
     )
-    return [dict(r) for r in rows]
 
 
 def _gather(accelerator: Any, items: list[Any]) -> list[Any]:

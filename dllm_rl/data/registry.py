@@ -62,6 +62,8 @@ class TaskSpec:
         key: a raw row's identity, to keep generated splits disjoint from each other and from
             the local test file.
         sizes: split -> default number of generated rows.
+        rewards: the task's rewards when a recipe lists none (the first is the accuracy reward
+            of an evaluation).
     """
 
     row_fn: RowFn
@@ -75,6 +77,7 @@ class TaskSpec:
     generator: Callable[..., list[dict[str, Any]]] | None = None
     key: Callable[[dict[str, Any]], Hashable] | None = None
     sizes: Mapping[str, int] = field(default_factory=dict)
+    rewards: tuple[str, ...] = ()
 
 
 def _countdown_key(row: dict[str, Any]) -> Hashable:
@@ -101,6 +104,7 @@ TASKS: dict[str, TaskSpec] = {
         local={"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"},
         hub="openai/gsm8k",
         hub_config="main",
+        rewards=("math",),
     ),
     "math500": TaskSpec(
         row_fn=math500_row,
@@ -108,12 +112,14 @@ TASKS: dict[str, TaskSpec] = {
         splits=("test",),
         local={"test": "math500/test.jsonl"},
         hub="HuggingFaceH4/MATH-500",
+        rewards=("math",),
     ),
     "math": TaskSpec(
         row_fn=math_row,
         columns=(*_MATH_COLUMNS, "subject", "level"),
         splits=("train", "test"),
         hub="DigitalLearningGmbH/MATH-lighteval",  # no local copy: source=hub or a path
+        rewards=("math",),
     ),
     "countdown": TaskSpec(
         row_fn=countdown_row,
@@ -124,6 +130,7 @@ TASKS: dict[str, TaskSpec] = {
         generator=generate_countdown,
         key=_countdown_key,
         sizes={"train": 10_000, "test": 500},
+        rewards=("countdown",),
     ),
     "sudoku": TaskSpec(
         row_fn=sudoku_row,
@@ -133,6 +140,7 @@ TASKS: dict[str, TaskSpec] = {
         generator=generate_sudoku,
         key=_sudoku_key,
         sizes={"train": 10_000, "test": 500},
+        rewards=("sudoku",),
     ),
     "humaneval": TaskSpec(
         row_fn=humaneval_row,
@@ -140,6 +148,7 @@ TASKS: dict[str, TaskSpec] = {
         splits=("test",),
         local={"test": "humaneval/HumanEval.jsonl"},
         hub="openai/openai_humaneval",
+        rewards=("code",),
     ),
     "mbpp": TaskSpec(
         row_fn=mbpp_row,
@@ -150,6 +159,7 @@ TASKS: dict[str, TaskSpec] = {
         hub="google-research-datasets/mbpp",
         hub_config="full",
         hub_splits=_MBPP_HUB_SPLITS,
+        rewards=("code",),
     ),
     "mbpp_sanitized": TaskSpec(
         row_fn=mbpp_row,
@@ -160,6 +170,7 @@ TASKS: dict[str, TaskSpec] = {
         hub="google-research-datasets/mbpp",
         hub_config="sanitized",
         hub_splits=_MBPP_HUB_SPLITS,
+        rewards=("code",),
     ),
     "addition": TaskSpec(
         row_fn=addition_row,
@@ -168,8 +179,66 @@ TASKS: dict[str, TaskSpec] = {
         generator=generate_addition,
         key=lambda row: (row["a"], row["b"]),
         sizes={"train": 5_000, "test": 500},
+        rewards=("exact_answer",),
     ),
 }
+
+
+def describe_source(
+    task: str,
+    split: str,
+    source: str | None,
+    seed: int,
+    count_rows: Callable[[], int] | None = None,
+) -> str:
+    """Where the rows of ``task``/``split`` would come from, checked without the network: the
+    dry run's ``data:`` line, the same for every trainer and the evaluation.
+
+    Args:
+        task: a registered task.
+        split: one of its splits.
+        source: ``data.source`` (None, local, generate, hub, or a path).
+        seed: the run's seed (generated splits).
+        count_rows: reads a local file ``source`` and returns its row count (so the dry run
+            checks it as the run will); None: the file is only named.
+
+    Raises:
+        UnknownTaskError, ValueError (an unknown split), FileNotFoundError (a missing local
+        copy): each with the fix.
+    """
+    spec = get_task(task)
+    if split not in spec.splits:
+        raise ValueError(f"task {task!r} has no split {split!r}; choose from {spec.splits}")
+    if source in (None, "local") and split in spec.local:
+        path = data_dir() / spec.local[split]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{task} {split}: no local copy at {path}; set DLLM_RL_DATA or data.source"
+            )
+        return f"{task}/{split} from {path}"
+    if source in (None, "generate") and spec.generator is not None:
+        return f"{task}/{split} generated (seed {seed})"
+    if source is not None and Path(str(source)).expanduser().is_file():
+        rows = f": {count_rows()} rows" if count_rows is not None else ""
+        return f"{task}/{split} from {source}{rows}"
+    return f"{task}/{split} from {source!r} (not checked offline)"
+
+
+def load_records(
+    task: str,
+    split: str,
+    *,
+    source: str | None = None,
+    template: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`load_task`'s records as plain dicts (what rollouts and rewards take)."""
+    rows = load_task(
+        task, split, source=source, template=template, limit=limit, seed=seed, **(options or {})
+    )
+    return [dict(row) for row in rows]
 
 
 class UnknownTaskError(KeyError):

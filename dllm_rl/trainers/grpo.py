@@ -28,7 +28,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -332,20 +331,20 @@ class GRPOTrainer:
 
 # ----------------------------------------------------------------------------- entry points
 def load_records(config: GRPOConfig, split: str, options: dict[str, Any]) -> list[dict[str, Any]]:
-    """The prompt records of ``split`` (``dllm_rl.data.load_task``) as plain dicts."""
-    from dllm_rl.data import load_task
+    """The prompt records of ``split`` under ``config.data``
+    (:func:`dllm_rl.data.registry.load_records`)."""
+    from dllm_rl.data.registry import load_records as load
 
     d = config.data
-    data = load_task(
+    return load(
         d.task,
         split,
         source=d.source,
         template=d.template,
         limit=d.limit,
         seed=config.run.seed,
-        **options,
+        options=options,
     )
-    return [dict(row) for row in data]
 
 
 def check(config: GRPOConfig, world_size: int) -> list[str]:
@@ -357,34 +356,21 @@ def check(config: GRPOConfig, world_size: int) -> list[str]:
     Raises:
         ValueError, FileNotFoundError, UnknownTaskError, UnknownRewardError: with the fix.
     """
-    from dllm_rl.data.paths import data_dir
-    from dllm_rl.data.registry import get_task
+    from dllm_rl.data.registry import describe_source
     from dllm_rl.run.build import check_model_source
     from rewards.registry import resolve_rewards
 
     plan = config.check_batch(world_size)
-    specs = resolve_rewards(config.rewards)
+    specs = resolve_rewards(config.reward_names)
     d = config.data
-    spec = get_task(d.task)
     lines = [f"model: {check_model_source(config.model)}"]
     for split in [d.split] + ([d.eval_split] if config.run.eval_steps else []):
-        if split not in spec.splits:
-            raise ValueError(f"task {d.task!r} has no split {split!r}; choose from {spec.splits}")
-        if d.source in (None, "local") and split in spec.local:
-            path = data_dir() / spec.local[split]
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{d.task} {split}: no local copy at {path}; set DLLM_RL_DATA or data.source"
-                )
-            lines.append(f"data: {d.task}/{split} from {path}")
-        elif d.source in (None, "generate") and spec.generator is not None:
-            lines.append(f"data: {d.task}/{split} generated (seed {config.run.seed})")
-        elif Path(str(d.source)).expanduser().is_file():  # read and checked, as the run will
-            options = d.options if split == d.split else d.eval_options
-            rows = load_records(config, split, options)
-            lines.append(f"data: {d.task}/{split} from {d.source}: {len(rows)} rows")
-        else:
-            lines.append(f"data: {d.task}/{split} from {d.source!r} (not checked offline)")
+        options = d.options if split == d.split else d.eval_options
+
+        def rows(split: str = split, options: dict[str, Any] = options) -> int:
+            return len(load_records(config, split, options))
+
+        lines.append(f"data: {describe_source(d.task, split, d.source, config.run.seed, rows)}")
     lines.append(f"rewards: {', '.join(f'{s.name} x {s.weight:g}' for s in specs)}")
     sampler = config.rollout.sampler()
     g = config.grpo
@@ -434,7 +420,7 @@ def build_trainer(
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     plan = config.check_batch(world)
-    specs = resolve_rewards(config.rewards)
+    specs = resolve_rewards(config.reward_names)
     if records is None:
         records = load_records(config, config.data.split, config.data.options)
     if eval_records is None:

@@ -250,3 +250,46 @@ def test_json_array_source(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(rows))
     assert load_task("gsm8k", source=path)[0]["answer"] == "7"
+
+
+# ----------------------------------------------------------------------------- one TaskSpec
+def test_every_task_names_rewards_that_resolve():
+    from rewards.registry import resolve_rewards
+
+    for name, spec in TASKS.items():
+        assert spec.rewards, name
+        resolve_rewards(list(spec.rewards))
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_dry_runs_in_training_and_evaluation(task, capsys, monkeypatch):
+    """data.task=X with no rewards listed: the trainer's and the evaluation's dry runs both
+    describe its data from one place (``describe_source``) and grade it with the task's own
+    rewards (``python -m dllm_rl.eval data.task=math`` failed: no default reward)."""
+    from dllm_rl import eval as ev
+    from dllm_rl import train
+
+    spec = TASKS[task]
+    split = "test" if "test" in spec.splits else spec.splits[0]
+    train_split = "train" if "train" in spec.splits else split
+    # the tiny recipes' template and generator options belong to their own task
+    common = [f"data.task={task}", "rewards=null", "data.template=null", "dry_run=true"]
+    assert (
+        train.main(
+            [
+                "recipe=cj_grpo_tiny",
+                *common,
+                f"data.split={train_split}",
+                f"data.eval_split={split}",
+                "data.options={}",
+                "data.eval_options={}",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"data: {task}/{train_split}" in out
+    assert f"rewards: {spec.rewards[0]} x 1" in out
+    assert ev.main(["recipe=eval_tiny", *common, f"data.split={split}", "data.options={}"]) == 0
+    out = capsys.readouterr().out
+    assert f"data: {task}/{split}" in out and f"(accuracy: {spec.rewards[0]})" in out

@@ -157,7 +157,9 @@ def test_every_scheduler_builds_and_an_argument_it_needs_is_asked_for_up_front()
         kwargs = {needs[-1]: 0.1 if needs[-1] != "num_decay_steps" else 2} if needs else {}
         config = OptimConfig(lr_scheduler=name, warmup_steps=1, lr_scheduler_kwargs=kwargs)
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        make_scheduler(optimizer, config, 10).step()
+        scheduler = make_scheduler(optimizer, config, 10)
+        optimizer.step()
+        scheduler.step()
 
 
 def test_free_form_sections_get_typed_command_line_values():
