@@ -35,7 +35,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dllm_rl.trainers.common import EvalHook
 
 logger = logging.getLogger(__name__)
 
@@ -269,8 +272,10 @@ def run_sft(root: Path, seed: int, budget: Budget, data: DemoData, device: str, 
     config = sft_config(root, seed, budget, device, **run)
     trainer = sft.build_trainer(config, "demo", [], rows=data.labelled, eval_rows=[])
     stage = "control" if run.get("resume_from") else "sft"
-    trainer.eval_hook = lambda step: {"eval/exact": heldout_exact(trainer.policy, data.heldout)}
-    trainer.evaluate = _reporting(trainer.evaluate, stage, "eval/exact")
+    trainer.eval_hooks += [
+        lambda step, _: {"eval/exact": heldout_exact(trainer.policy, data.heldout)},
+        reporter(stage, "eval/exact"),
+    ]
     trainer.train()
     return trainer
 
@@ -284,21 +289,19 @@ def run_rl(root: Path, seed: int, budget: Budget, data: DemoData, device: str, m
     trainer = grpo.build_trainer(
         config, "demo", [], records=data.unlabelled, eval_records=data.heldout
     )
-    trainer.evaluate = _reporting(trainer.evaluate, "rl", RL_EXACT)
+    trainer.eval_hooks.append(reporter("rl", RL_EXACT))
     trainer.train()
     return trainer
 
 
-def _reporting(evaluate: Any, stage: str, key: str) -> Any:
-    """``evaluate`` that also prints its held-out exact match (one line per evaluation)."""
+def reporter(stage: str, key: str) -> EvalHook:
+    """An evaluation hook that prints the held-out exact match (one line per evaluation)."""
 
-    def run(step: int) -> dict[str, float]:
-        out = evaluate(step)
-        if key in out:
-            say(f"  {stage:>7} step {step:4d}: held-out exact match {100 * out[key]:5.1f}%")
-        return out
+    def report(step: int, metrics: dict[str, Any]) -> None:
+        if key in metrics:
+            say(f"  {stage:>7} step {step:4d}: held-out exact match {100 * metrics[key]:5.1f}%")
 
-    return run
+    return report
 
 
 def latest_checkpoint(run_root: Path) -> Path:

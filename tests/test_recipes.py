@@ -132,7 +132,9 @@ def test_train_py_end_to_end(tmp_path):
     ):
         assert (out / name).is_file(), name
     rows = read_metrics(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # the held-out evaluation before training
+    assert "eval/reward" in rows[0] and "loss" not in rows[0]
+    rows = rows[1:]
     for key in REQUIRED_METRICS:
         assert key in rows[0], key
     assert "rewards/digit_credit/mean" in rows[0]
@@ -167,7 +169,7 @@ def test_resume_from_latest_continues_the_run(tmp_path):
     assert train.main([*args, "max_steps=1"]) == 0
     assert train.main([*args, "max_steps=2", "resume_from=latest"]) == 0
     rows = read_metrics(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: the evaluation of the fresh run
 
 
 def _run(cmd, cwd):
@@ -215,8 +217,8 @@ def test_two_processes_equal_one_process(tmp_path):
         ROOT,
     )
     assert two.returncode == 0, two.stderr[-3000:]
-    a = read_metrics(tmp_path / "one" / "metrics.jsonl")
-    b = read_metrics(tmp_path / "two" / "metrics.jsonl")
+    a = [r for r in read_metrics(tmp_path / "one" / "metrics.jsonl") if "loss" in r]
+    b = [r for r in read_metrics(tmp_path / "two" / "metrics.jsonl") if "loss" in r]
     assert len(a) == len(b) == 2
     assert a[0]["reward_std"] > 0  # the reward varies: the update is not trivially zero
     for x, y in zip(a, b):
@@ -286,7 +288,7 @@ def test_the_tiny_recipes_learn_in_their_default_steps(tmp_path):
     rows = read_metrics(out / "metrics.jsonl")
     reward = [r["reward"] for r in rows if "reward" in r]
     held_out = {r["step"]: r["eval/reward"] for r in rows if "eval/reward" in r}
-    assert len(reward) == 30 and sorted(held_out) == [10, 20, 30]
+    assert len(reward) == 30 and sorted(held_out) == [0, 10, 20, 30]  # 0: before training
     first, last = sum(reward[:3]) / 3, sum(reward[-3:]) / 3
     print(f"cj_grpo_tiny: reward {first:.3f} -> {last:.3f}, held-out {held_out}")
     assert last > first + 0.1

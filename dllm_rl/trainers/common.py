@@ -596,6 +596,21 @@ def _resume(session: Session, resume: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the loop
+@dataclass
+class StepOutput:
+    """What one training step hands the loop: its metrics and, optionally, sample rows for
+    ``samples.jsonl`` (every ``run.logging_steps``)."""
+
+    metrics: dict[str, Any]
+    samples: list[dict[str, Any]] | None = None
+
+
+EvalHook = Callable[[int, dict[str, Any]], "dict[str, Any] | None"]
+"""Called after each evaluation with ``(step, metrics so far)``; what it returns is added to the
+metrics before they are logged (the demo's greedy exact match), and it may report them (the
+demo's progress lines). Hooks run in order, each seeing the previous ones' additions."""
+
+
 class TrainLoop:
     """Steps ``state.step + 1 .. max_steps`` with the next rows of the data order each, saving
     every ``save_steps`` and at the end.
@@ -611,11 +626,16 @@ class TrainLoop:
         self.order = PromptOrder(num_rows, session.config.run.seed, session.state.data_position)
         self.rows_per_step = rows_per_step
         self._saved_at = session.state.step
+        self.at_start: Callable[[], None] | None = None
+        """Runs before the first step of a fresh run, with the stop signals already caught (a
+        SIGTERM during it stops the run after step 1 with a checkpoint)."""
 
     def __iter__(self) -> Iterator[tuple[int, list[int]]]:
         s, run = self.session, self.session.config.run
         s.finish_resume()
         with StopSignals() as signals:
+            if self.at_start is not None and s.state.step == 0:
+                self.at_start()
             for step in range(s.state.step + 1, run.max_steps + 1):
                 skipped = s.skipped_updates
                 yield step, self.order.take(self.rows_per_step)
@@ -693,17 +713,34 @@ class TrainLoop:
 
     def run(
         self,
-        step_fn: Callable[[int, list[int]], dict[str, Any]],
+        step_fn: Callable[[int, list[int]], StepOutput | dict[str, Any]],
         evaluate: Callable[[int], dict[str, Any]] | None = None,
+        eval_hooks: Sequence[EvalHook] = (),
     ) -> None:
-        """The whole loop of a trainer without samples: an evaluation before the first step of a
-        fresh run, each step's metrics logged, an evaluation every ``run.eval_steps``, and the
-        final checkpoint."""
+        """The whole loop of every trainer, in one place:
+
+        - an evaluation before the first step of a fresh run (step 0);
+        - each step (``step_fn``: its metrics, or a :class:`StepOutput` with sample rows), logged;
+        - an evaluation every ``run.eval_steps``, then ``eval_hooks``, then the log;
+        - a checkpoint every ``run.save_steps`` and at a stop signal (the iterator), and at the
+          end (:meth:`finish`).
+        """
         eval_steps = self.session.config.run.eval_steps if evaluate is not None else 0
-        if eval_steps and self.session.state.step == 0:
-            self.log_eval(0, evaluate(0))
+
+        def evaluation(step: int) -> None:
+            metrics = dict(evaluate(step))
+            for hook in eval_hooks:
+                metrics.update(hook(step, metrics) or {})
+            self.log_eval(step, metrics)
+
+        if eval_steps:
+            self.at_start = lambda: evaluation(0)
         for step, indices in self:
-            self.log(step, step_fn(step, indices))
+            out = step_fn(step, indices)
+            if isinstance(out, StepOutput):
+                self.log(step, out.metrics, samples=out.samples)
+            else:
+                self.log(step, out)
             if eval_steps and step % eval_steps == 0:
-                self.log_eval(step, evaluate(step))
+                evaluation(step)
         self.finish()

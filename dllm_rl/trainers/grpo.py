@@ -43,7 +43,9 @@ from dllm_rl.rollout.config import SamplerConfig
 from dllm_rl.rollout.worker import RolloutBatch, RolloutWorker
 from dllm_rl.run.build import Reference, derive_seed, generator
 from dllm_rl.trainers.common import (
+    EvalHook,
     Session,
+    StepOutput,
     TrainLoop,
     all_reduce_sum,
     gather_rows,
@@ -105,6 +107,7 @@ class GRPOTrainer:
     records: Sequence[dict[str, Any]]
     eval_records: Sequence[dict[str, Any]] = field(default_factory=list)
     reference: Reference | None = None
+    eval_hooks: list[EvalHook] = field(default_factory=list)
     estimator: Estimator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -296,17 +299,18 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
+        """The shared loop (:meth:`TrainLoop.run`): evaluation at step 0 and every
+        ``run.eval_steps`` (then :attr:`eval_hooks`), checkpoints, signals."""
         note = dropout_note(self.config)
         if note and self.session.rank == 0:
             logger.warning(note)
         loop = TrainLoop(self.session, len(self.records), self.config.grpo.prompts_per_step)
-        for step, indices in loop:
-            metrics, batch = self.step(step, indices)
-            loop.log(step, metrics, samples=self.sample_rows(batch))
-            run = self.config.run
-            if run.eval_steps and step % run.eval_steps == 0:
-                loop.log_eval(step, self.evaluate(step))
-        loop.finish()
+        loop.run(self.logged_step, self.evaluate, self.eval_hooks)
+
+    def logged_step(self, step: int, indices: list[int]) -> StepOutput:
+        """:meth:`step` with the sample rows ``samples.jsonl`` shows."""
+        metrics, batch = self.step(step, indices)
+        return StepOutput(metrics, self.sample_rows(batch))
 
     def sample_rows(self, batch: RolloutBatch) -> list[dict[str, Any]]:
         k = self.config.run.log_samples

@@ -35,7 +35,14 @@ from dllm_rl.objectives.dpo import dpo_loss
 from dllm_rl.objectives.elbo import ElboDraws, draw_elbo_masks, score_elbo
 from dllm_rl.run.build import Reference, derive_seed, generator
 from dllm_rl.run.errors import DataError
-from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls, shard_bounds
+from dllm_rl.trainers.common import (
+    EvalHook,
+    Session,
+    TrainLoop,
+    all_reduce_sum,
+    run_calls,
+    shard_bounds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,7 @@ class PreferenceTrainer:
     examples: Sequence[PreferenceExample]
     eval_examples: Sequence[PreferenceExample] = field(default_factory=list)
     truncated: int = 0
+    eval_hooks: list[EvalHook] = field(default_factory=list)
 
     @property
     def policy(self):
@@ -216,7 +224,7 @@ class PreferenceTrainer:
 
     def train(self) -> None:
         TrainLoop(self.session, len(self.examples), self.config.preference.pairs_per_step).run(
-            self.step, self.evaluate
+            self.step, self.evaluate, self.eval_hooks
         )
 
 

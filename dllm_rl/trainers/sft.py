@@ -23,7 +23,14 @@ from dllm_rl.config import SFTConfig
 from dllm_rl.data.sft import SFTExample, collate_sft, load_sft, tokenize_sft
 from dllm_rl.objectives.mdlm import draw_sft_masks, mdlm_sft_loss
 from dllm_rl.run.build import derive_seed, generator
-from dllm_rl.trainers.common import Session, TrainLoop, all_reduce_sum, run_calls, shard_bounds
+from dllm_rl.trainers.common import (
+    EvalHook,
+    Session,
+    TrainLoop,
+    all_reduce_sum,
+    run_calls,
+    shard_bounds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +60,9 @@ class SFTTrainer:
     examples: Sequence[SFTExample]
     eval_examples: Sequence[SFTExample] = field(default_factory=list)
     truncated: int = 0
-    eval_hook: Callable[[int], dict[str, float]] | None = None
-    """Extra held-out metrics merged into every evaluation (``step -> {"eval/...": x}``), e.g.
-    the demo's greedy exact match through the rollout worker; None: the loss only."""
+    eval_hooks: list[EvalHook] = field(default_factory=list)
+    """Run after each evaluation (:data:`~dllm_rl.trainers.common.EvalHook`), e.g. the demo's
+    greedy exact match through the rollout worker."""
 
     @property
     def policy(self):
@@ -145,11 +152,8 @@ class SFTTrainer:
         }
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Held-out loss (:meth:`eval_loss`) and the :attr:`eval_hook`'s metrics."""
-        out = self.eval_loss(step)
-        if self.eval_hook is not None:
-            out.update(self.eval_hook(step))
-        return out
+        """Held-out loss (:meth:`eval_loss`)."""
+        return self.eval_loss(step)
 
     @torch.no_grad()
     def eval_loss(self, step: int) -> dict[str, float]:
@@ -190,7 +194,7 @@ class SFTTrainer:
 
     def train(self) -> None:
         TrainLoop(self.session, len(self.examples), self.config.sft.batch_size).run(
-            self.step, self.evaluate
+            self.step, self.evaluate, self.eval_hooks
         )
 
 

@@ -376,3 +376,40 @@ def test_lora_dropout_and_the_on_policy_ratio(tmp_path, dropout):
     else:
         assert abs(metrics["ratio_mean"] - 1) > 1e-4
         assert len(notes) == 1 and "old_logps=recompute" in notes[0]
+
+
+def test_grpo_runs_on_the_shared_loop_with_an_evaluation_at_step_0_and_hooks(tmp_path):
+    """GRPO trains through TrainLoop.run like SFT and VRPO: a held-out evaluation before the
+    first step, then every eval_steps; each evaluation's hooks run in order, the later ones
+    seeing the earlier ones' metrics, and what they return is logged."""
+    config = build_config(
+        GRPOConfig,
+        merge(
+            {
+                "run": {"max_steps": 2, "eval_steps": 2, "output_dir": str(tmp_path / "run")},
+                "model": {"name_or_path": "tiny"},
+                "rewards": ["tests.trainers.fixtures:letter_fraction"],
+                "rollout": {"gen_length": 8, "schedule": "ascending", "temperature": 1.0},
+                "grpo": {
+                    "prompts_per_step": 2,
+                    "num_generations": 4,
+                    "per_device_batch_size": 8,
+                    "generation_batch_size": 8,
+                },
+                "eval": {"prompts": 2, "temperature": 1.0},
+            },
+            {},
+        ),
+    )
+    trainer = build_trainer(config, "test", [], records=RECORDS, eval_records=RECORDS[:2])
+    seen = []
+    trainer.eval_hooks += [
+        lambda step, metrics: {"eval/extra": 10.0 + step},
+        lambda step, metrics: seen.append((step, metrics["eval/extra"], "eval/reward" in metrics)),
+    ]
+    trainer.train()
+    assert seen == [(0, 10.0, True), (2, 12.0, True)]
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    evals = {r["step"]: r["eval/extra"] for r in rows if "eval/extra" in r}
+    assert evals == {0: 10.0, 2: 12.0}
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]

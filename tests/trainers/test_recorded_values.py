@@ -41,6 +41,7 @@ KEYS = {
 }
 RECORDED: dict[str, dict[str, dict[str, float]]] = {
     "cj_grpo_tiny": {
+        "0": {"eval/reward": 0.0078125},
         "1": {
             "loss": -0.02554761747160228,
             "reward": 0.015625,
