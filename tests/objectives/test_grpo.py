@@ -188,16 +188,16 @@ def _schedule_steps(schedule, n: int, seed: int) -> torch.Tensor:
 
 def test_reductions_agree_with_equal_step_counts():
     """Uniform schedule, L = 12, 4 steps of 3 tokens, every position counted, N = 5: token_mean is
-    1/60 per token; sequence_mean 1/12 / 5 = 1/60; step_mean 1/(c_s * S) = 1/(15 * 4) = 1/60."""
+    1/60 per token; sequence_mean 1/12 / 5 = 1/60; step_mean 1/(c_s * S) = 1/(15 * 4) = 1/60;
+    sequence_sum (a sum over each sequence's tokens) 1/5 = L x 1/60."""
     schedule = uniform_schedule(12, 6, 4)
     assert set(schedule.counts) == {3}
     steps = _schedule_steps(schedule, 5, seed=0)
     counted = torch.ones(5, 12, dtype=torch.bool)
-    ws = [
-        token_weights(counted, steps, r, reduction_totals(counted, steps, 4, r)) for r in REDUCTIONS
-    ]
-    for w in ws:
-        assert torch.allclose(w, torch.full((5, 12), 1 / 60))
+    for r in REDUCTIONS:
+        w = token_weights(counted, steps, r, reduction_totals(counted, steps, 4, r))
+        expected = 1 / 5 if r == "sequence_sum" else 1 / 60
+        assert torch.allclose(w, torch.full((5, 12), expected)), r
 
 
 def test_step_mean_equals_per_sample_form():
