@@ -179,14 +179,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def remove_empty_run(output_dir: str | None) -> None:
-    """A start that failed before its first metric row or checkpoint leaves no run folder
-    behind (main process; only a folder this start created)."""
+    """A start that failed before its first training step's row or checkpoint leaves no run
+    folder behind (main process; only a folder this start created; the evaluation before step 1
+    does not count)."""
     if not output_dir or os.environ.get("RANK", "0") != "0":
         return
-    from dllm_rl.run.rundir import previous_run
+    from dllm_rl.run.rundir import has_trained
 
     root = Path(output_dir)
-    if root.is_dir() and previous_run(root) is None:
+    if root.is_dir() and not has_trained(root):
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)

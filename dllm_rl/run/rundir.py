@@ -94,6 +94,23 @@ def previous_run(root: Path) -> str | None:
     return ", ".join(held)
 
 
+def has_trained(root: Path) -> bool:
+    """A checkpoint, or a metric row of a training step (step >= 1): an evaluation before the
+    first step alone does not make a folder a run worth keeping."""
+    run = RunDir(Path(root))
+    if (run.checkpoints / "latest").is_file():
+        return True
+    if not run.metrics.is_file():
+        return False
+    for line in run.metrics.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) >= 1:
+                return True
+        except (ValueError, AttributeError):  # a torn or foreign line: keep the folder
+            return True
+    return False
+
+
 def check_output_dir(root: Path, resuming: bool, overwrite: bool) -> bool:
     """Refuse to start a new run on top of a finished one; True when it is to be wiped first.
 

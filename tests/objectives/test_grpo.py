@@ -238,7 +238,9 @@ def test_micro_batches_with_global_totals_match_the_whole_batch(reduction):
     totals = sum(reduction_totals(counted[p], steps[p], s, reduction) for p in parts)
     split = torch.cat([token_weights(counted[p], steps[p], reduction, totals) for p in parts])
     assert torch.allclose(split, whole, atol=1e-7)
-    assert torch.allclose(whole.sum(), torch.tensor(1.0), atol=1e-6)
+    # means sum to 1; sequence_sum to the mean counted length (each sequence's sum, averaged)
+    total = counted.sum() / n if reduction == "sequence_sum" else torch.tensor(1.0)
+    assert torch.allclose(whole.sum(), total.float(), atol=1e-6)
     # Local totals would be wrong: the first micro-batch alone would sum to 1 by itself.
     local = token_weights(
         counted[:3], steps[:3], reduction, reduction_totals(counted[:3], steps[:3], s, reduction)

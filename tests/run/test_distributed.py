@@ -125,10 +125,11 @@ def test_fewer_eval_prompts_than_processes_count_each_prompt_once(tmp_path):
     run(command("cj_grpo_tiny", tmp_path / "three", 3, *extra))
     rows = [read_metrics(tmp_path / d / "metrics.jsonl") for d in ("one", "three")]
     evals = [[r for r in rs if "eval/reward" in r] for rs in rows]
-    assert len(evals[0]) == len(evals[1]) == 1
-    for key, value in evals[0][0].items():
-        if key.startswith("eval/"):
-            assert evals[1][0][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert [r["step"] for r in evals[0]] == [r["step"] for r in evals[1]] == [0, 1]
+    for one, three in zip(*evals):
+        for key, value in one.items():
+            if key.startswith("eval/"):
+                assert three[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
 
 def test_two_process_stop_and_resume_equals_one_straight_run(tmp_path):

@@ -72,7 +72,11 @@ def test_a_start_that_fails_before_its_first_step_leaves_no_folder(tmp_path, mon
 
 @pytest.mark.parametrize(
     "reward, message",
-    [("one_short", "returned 31 values for 32 completions"), ("text_valued", "'good' at position 0")],
+    [
+        # the held-out evaluation before step 1 is the first to call it: 32 prompts x 4
+        ("one_short", "returned 127 values for 128 completions"),
+        ("text_valued", "'good' at position 0"),
+    ],
 )
 def test_a_broken_reward_is_one_line_exit_2_and_no_folder(tmp_path, capsys, reward, message):
     out = tmp_path / "run"
