@@ -673,3 +673,7 @@ class PreferenceConfig:
         return _check_rows(
             "preference.pairs_per_step", p.pairs_per_step, p.per_device_batch_size, world_size
         )
+
+
+TrainerConfig = GRPOConfig | SFTConfig | PreferenceConfig
+"""The config of any trainer: each has ``run``, ``model`` and ``training`` sections."""

@@ -176,7 +176,6 @@ def _parse(code: str) -> ast.Module | None:
 
 def build_program(
     code: str,
-    tests: Sequence[str],
     test_setup: str | None = None,
     code_prefix: str | None = None,
     entry_point: str | None = None,
@@ -313,7 +312,7 @@ def grade_code(
             grades[i] = CodeGrade(0.0, 0, len(tests[i]), "completion too long")
             continue
         code, _ = extract_code(text)
-        servant = build_program(code, tests[i], setups[i], prefixes[i], entries[i])
+        servant = build_program(code, setups[i], prefixes[i], entries[i])
         judge = build_judge(tests[i], setups[i], prefixes[i], entries[i], budget_s=timeout_s)
         programs.append((servant, judge))
         rows.append(i)

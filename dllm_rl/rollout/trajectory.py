@@ -97,11 +97,6 @@ class Trajectory:
         ones = torch.ones_like(self.completion_ids, dtype=self.prompt_mask.dtype)  # [B, L]
         return torch.cat([self.prompt_mask, ones], dim=1)  # [B, P+L]
 
-    @property
-    def sequence_ids(self) -> torch.Tensor:
-        """``[B, P+L]`` prompt followed by the final completion."""
-        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
-
     def committed_mask(self, step: int) -> torch.Tensor:
         """``[B, L]`` bool, True at the positions committed at ``step``."""
         return self.unmask_step == step

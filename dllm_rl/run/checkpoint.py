@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 LATEST = "latest"
-PAUSE_ENV = "DLLM_RL_TEST_PAUSE_IN_SAVE"
-"""Test hook: ``STEP:SECONDS`` sleeps inside the save of that step, after the model files are
-written into the temporary folder (so a test can kill the process mid-save)."""
 
 
 @dataclass
@@ -179,16 +175,6 @@ def _fsync_tree(folder: Path) -> None:
         _fsync(Path(dirpath))
 
 
-def _pause_for_tests(step: int) -> None:
-    value = os.environ.get(PAUSE_ENV)
-    if not value:
-        return
-    at, _, seconds = value.partition(":")
-    if int(at) == step:
-        print(f"{PAUSE_ENV}: pausing inside the save of step {step}", file=sys.stderr, flush=True)
-        time.sleep(float(seconds or 60))
-
-
 def clean_stale(root: Path) -> list[Path]:
     """Remove half-written ``.tmp-*`` / ``.old-*`` folders left by a killed save."""
     removed = []
@@ -245,7 +231,6 @@ def begin_checkpoint(
     clean_stale(root)
     tmp = staging_folder(root, state.step)
     save_model(model, tmp / "model", tokenizer, state_dict=model_state)
-    _pause_for_tests(state.step)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")

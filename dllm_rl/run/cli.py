@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -368,6 +367,3 @@ def _help_lines(schema: type, prefix: str, values: Any | None = None) -> list[st
         )
     return lines
 
-
-def eprint(*args: Any) -> None:
-    print(*args, file=sys.stderr)

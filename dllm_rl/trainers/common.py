@@ -9,9 +9,9 @@ into micro-batches and processes.
 
 Robustness lives here too, so every trainer gets it by using the loop:
 
-* **exact resume**: a checkpoint holds weights, optimizer, schedule, every process's random states
-  and registered generators, the data position, the skipped-update counters and the metric
-  history; the random states are restored just before the first resumed step, and the run
+* **exact resume**: a checkpoint holds weights, optimizer, schedule, every process's global
+  random states (the trainers' own draws come from generators seeded per step: nothing else to
+  keep), the data position, the skipped-update counters and the metric history; the random states are restored just before the first resumed step, and the run
   directory's ``metrics.jsonl``/``samples.jsonl`` lose the rows logged after the checkpoint.
 * **preemption**: SIGTERM (or a first SIGINT) lets the current step finish, then the loop writes a
   checkpoint and raises :class:`Preempted` (``train.py`` exits with :data:`EXIT_PREEMPTED`).
@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from dllm_rl.config import TrainerConfig
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.run.build import (
     Reference,
@@ -270,7 +271,7 @@ class Session:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     run: RunDir
-    config: Any
+    config: TrainerConfig
     metrics: MetricsLogger | None = None
     state: TrainerState = field(default_factory=TrainerState)
     skipped_updates: int = 0
@@ -279,7 +280,6 @@ class Session:
     recipe: str = ""
     argv: list[str] = field(default_factory=list)
     resumed_from: Path | None = None
-    extra_generators: dict[str, torch.Generator] = field(default_factory=dict)
     engine: Engine | None = None
     reference: Reference | None = None
     _bad_loss: bool = False
@@ -354,21 +354,11 @@ class Session:
         self.scheduler.step()
         return norm
 
-    # ------------------------------------------------------------------ generators
-    def register_generator(self, name: str, gen: torch.Generator) -> torch.Generator:
-        """Save ``gen``'s state in every checkpoint and restore it on resume (before the first
-        resumed step). Trainers whose generators are all derived from ``derive_seed(seed, tag,
-        step, ...)`` need none."""
-        self.extra_generators[name] = gen
-        return gen
-
-    def generators(self) -> dict[str, torch.Generator]:
-        return dict(self.extra_generators)
-
+    # ------------------------------------------------------------------ random states
     def restore_random_states(self) -> None:
         """Set this process's random states from the checkpoint the run resumed from."""
         if self.resumed_from is not None:
-            restore_rng(load_rng(self.resumed_from, self.rank), self.generators())
+            restore_rng(load_rng(self.resumed_from, self.rank), {})
 
     def finish_resume(self) -> None:
         """Restore the random states of the checkpoint the run resumed from (the loop calls
@@ -378,7 +368,7 @@ class Session:
 
     # ------------------------------------------------------------------ checkpoints
     def _every_rng(self) -> dict[str, Any]:
-        mine = rng_state(self.generators())
+        mine = rng_state({})  # the trainers' own generators are seeded per step: none to keep
         if self.world_size == 1:
             return {"ranks": [mine]}
         from accelerate.utils import gather_object
@@ -451,7 +441,7 @@ def _restore_run_files(session: Session, path: Path) -> None:
 
 
 def start_session(
-    config: Any,
+    config: TrainerConfig,
     recipe: str,
     argv: list[str],
     updates_per_step: int = 1,

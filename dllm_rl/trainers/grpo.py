@@ -126,54 +126,58 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ one step
     def rollout(self, step: int, indices: list[int]) -> RolloutBatch:
-        s = self.session
+        session = self.session
         lp = self.plan.local_prompts
-        mine = indices[s.rank * lp : (s.rank + 1) * lp]
+        mine = indices[session.rank * lp : (session.rank + 1) * lp]
         every = [self.records[i]["prompt"] for i in indices]
         width = max(len(t) for t in self.worker.prompt_tokens(every))
-        with s.full_parameters():
+        with session.full_parameters():
             return self.worker.rollout(
                 [self.records[i] for i in mine],
                 self.config.grpo.num_generations,
                 self.sampler(),
                 self.chunk_generator("rollout", step),
-                group_offset=s.rank * lp,
+                group_offset=session.rank * lp,
                 prompt_width=width,
             )
 
     def context(self, step: int) -> StepContext:
         """What the estimator may use during ``step``."""
-        s = self.session
+        session = self.session
         return StepContext(
             policy=self.policy,
             reference=self.reference,
             config=self.config,
             step=step,
-            rank=s.rank,
-            shards_parameters=s.engine.spec.shards_parameters,
+            rank=session.rank,
+            shards_parameters=session.engine.spec.shards_parameters,
             generator=lambda tag: self.chunk_generator(tag, step),
         )
 
     def make_buffer(self, step: int, batch: RolloutBatch) -> tuple[Buffer, BufferInfo]:
         """Advantages, token weights, and the estimator's no-grad passes."""
-        g, s = self.config.grpo, self.session
+        settings, session = self.config.grpo, self.session
         traj = batch.trajectory
-        total = gather_rows(s, batch.rewards.total.to(traj.device))  # [N_global]
+        total = gather_rows(session, batch.rewards.total.to(traj.device))  # [N_global]
         adv_all = self.estimator.advantages(total, self.config)
         n = len(batch)
-        advantages = adv_all[s.rank * n : (s.rank + 1) * n].float()
-        counted = counted_positions(traj.completion_ids, self.policy.ids.stop_ids, g.loss_positions)
-        totals = all_reduce_sum(
-            s, reduction_totals(counted, traj.unmask_step, traj.num_steps, g.loss_type)
+        advantages = adv_all[session.rank * n : (session.rank + 1) * n].float()
+        counted = counted_positions(
+            traj.completion_ids, self.policy.ids.stop_ids, settings.loss_positions
         )
-        weights = token_weights(counted, traj.unmask_step, g.loss_type, totals)
-        rows = trained_rows(advantages, g.skip_zero_advantage and self.reference is None)
+        totals = all_reduce_sum(
+            session, reduction_totals(counted, traj.unmask_step, traj.num_steps, settings.loss_type)
+        )
+        weights = token_weights(counted, traj.unmask_step, settings.loss_type, totals)
+        rows = trained_rows(advantages, settings.skip_zero_advantage and self.reference is None)
         buf = Buffer(traj, advantages, weights, counted, global_rewards=total, trained=rows)
         start = time.perf_counter()
-        with s.full_parameters():
+        with session.full_parameters():
             forwards = self.estimator.prepare(self.context(step), buf)
-        group_std = total.view(-1, g.num_generations).std(dim=1)
-        trained = all_reduce_sum(s, torch.tensor([float(len(buf.trained))], dtype=torch.float64))
+        group_std = total.view(-1, settings.num_generations).std(dim=1)
+        trained = all_reduce_sum(
+            session, torch.tensor([float(len(buf.trained))], dtype=torch.float64)
+        )
         info = BufferInfo(
             forwards=forwards,
             seconds=time.perf_counter() - start,
@@ -193,9 +197,9 @@ class GRPOTrainer:
         Every process makes the same number of calls (:func:`run_calls`): a process with fewer
         trained rows pads with zero-weighted calls on one of its rows.
         """
-        g, ctx = self.config.grpo, self.context(step)
+        settings, ctx = self.config.grpo, self.context(step)
         self.policy.model.train()
-        chunks = buf.trained.split(g.per_device_batch_size) if len(buf.trained) else ()
+        chunks = buf.trained.split(settings.per_device_batch_size) if len(buf.trained) else ()
         calls = [
             c for rows in chunks for c in self.estimator.calls(ctx, buf, rows, iteration, stats)
         ]
@@ -205,26 +209,26 @@ class GRPOTrainer:
         run_calls(self.session, calls, pad)
 
     def step(self, step: int, indices: list[int]) -> tuple[dict[str, float], RolloutBatch]:
-        g, s = self.config.grpo, self.session
+        settings, session = self.config.grpo, self.session
         t0 = time.perf_counter()
         batch = self.rollout(step, indices)
         buf, info = self.make_buffer(step, batch)
         t1 = time.perf_counter()
         stats = LossStats()
-        norms = [self.update(buf, it, stats, step) for it in range(g.num_iterations)]
+        norms = [self.update(buf, it, stats, step) for it in range(settings.num_iterations)]
         t2 = time.perf_counter()
-        sums = LossTotals.from_sums(all_reduce_sum(s, stats.values()))
+        sums = LossTotals.from_sums(all_reduce_sum(session, stats.values()))
         tokens = max(sums.tokens, 1.0)
-        values = gather_rows(s, batch.rewards.values.to(batch.trajectory.device))  # [N_g, R]
+        values = gather_rows(session, batch.rewards.values.to(batch.trajectory.device))  # [N_g, R]
         totals = buf.global_rewards  # [N_global]
-        lengths = gather_rows(s, batch.lengths.to(batch.trajectory.device).float())
+        lengths = gather_rows(session, batch.lengths.to(batch.trajectory.device).float())
         metrics: dict[str, float] = {
-            "loss": sums.loss / g.num_iterations,
+            "loss": sums.loss / settings.num_iterations,
             "reward": float(totals.mean()),
             "reward_std": float(totals.std()) if len(totals) > 1 else 0.0,
         }
         errors = all_reduce_sum(
-            s,
+            session,
             torch.tensor(
                 [
                     batch.rewards.metrics.get(f"rewards/{n}/errors", 0.0)
@@ -252,7 +256,7 @@ class GRPOTrainer:
                 "entropy": sums.entropy / max(sums.entropy_tokens, 1.0),
                 "completions/mean_length": float(lengths.mean()),
                 "grad_norm": float(sum(norms) / len(norms)),
-                "learning_rate": s.scheduler.get_last_lr()[0],
+                "learning_rate": session.scheduler.get_last_lr()[0],
                 "forwards": local_forwards,
                 "time/rollout_s": batch.rollout_s,
                 "time/score_s": batch.score_s,
@@ -260,7 +264,7 @@ class GRPOTrainer:
                 "time/train_s": (t2 - t1) + info.seconds,
                 "time/step_s": step_s,
                 "tokens_per_s": len(totals) * batch.trajectory.gen_length / step_s,
-                "optimizer_steps": g.num_iterations,
+                "optimizer_steps": settings.num_iterations,
                 "truncated_prompts": self.worker.truncated_prompts,
             }
         )
@@ -270,28 +274,30 @@ class GRPOTrainer:
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         """The same rollout path on held-out prompts at the eval temperature."""
-        s, e = self.session, self.config.eval
-        rows = list(self.eval_records[: e.prompts])
+        session, held_out = self.session, self.config.eval
+        rows = list(self.eval_records[: held_out.prompts])
         if not rows:
             return {}
-        lo, hi = shard_bounds(len(rows), s.world_size, s.rank)
+        lo, hi = shard_bounds(len(rows), session.world_size, session.rank)
         # Fewer prompts than processes: a process without one still rolls one out (the same
         # work as the others) but contributes no row to the metrics.
         mine, keep = (rows[lo:hi], None) if hi > lo else (rows[:1], 0)
-        sampler = self.config.rollout.sampler(temperature=e.temperature)
+        sampler = self.config.rollout.sampler(temperature=held_out.temperature)
         width = max(len(t) for t in self.worker.prompt_tokens([r["prompt"] for r in rows]))
-        with s.full_parameters():  # global offsets and one width: the draws of a 1-process run
+        with (
+            session.full_parameters()
+        ):  # global offsets and one width: the draws of a 1-process run
             batch = self.worker.rollout(
                 mine,
-                e.num_generations,
+                held_out.num_generations,
                 sampler,
                 self.chunk_generator("eval", step),
                 group_offset=lo if keep is None else 0,
                 prompt_width=width,
             )
         values = batch.rewards.values[:keep].to(self.policy.device)
-        values = gather_rows(s, values, pad=True)
-        totals = gather_rows(s, batch.rewards.total[:keep].to(self.policy.device), pad=True)
+        values = gather_rows(session, values, pad=True)
+        totals = gather_rows(session, batch.rewards.total[:keep].to(self.policy.device), pad=True)
         out = {"eval/reward": float(totals.nanmean())}
         for r, name in enumerate(batch.rewards.names):
             out[f"eval/rewards/{name}/mean"] = float(values[:, r].nanmean())

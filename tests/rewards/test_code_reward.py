@@ -50,14 +50,14 @@ def test_extract_code_fallbacks() -> None:
 
 def test_build_program_uses_the_prefix_per_the_contract() -> None:
     prefix = 'def helper():\n    return 1\n\ndef f(x):\n    """Doc."""\n'
-    body = build_program("    return x + helper()", ["f(1)"], code_prefix=prefix, entry_point="f")
+    body = build_program("    return x + helper()", code_prefix=prefix, entry_point="f")
     assert repr(prefix + "    return x + helper()") in body
     # Full function: the prefix parses on its own, so it stays (helpers remain defined) ...
-    full = build_program("def f(x):\n    return 2", ["f(1)"], code_prefix=prefix, entry_point="f")
+    full = build_program("def f(x):\n    return 2", code_prefix=prefix, entry_point="f")
     assert repr(prefix + "def f(x):\n    return 2") in full
     # ... unless it is not a complete program, when only the candidate's code runs.
     cut = "def f(x):\n"
-    only = build_program("def f(x):\n    return 2", ["f(1)"], code_prefix=cut, entry_point="f")
+    only = build_program("def f(x):\n    return 2", code_prefix=cut, entry_point="f")
     assert repr("def f(x):\n    return 2") in only and repr(cut + "def f") not in only
 
 

@@ -128,7 +128,7 @@ def _dump(row: dict, setup_in_servant: bool, with_tests: bool = True) -> set[str
     code = DUMP.replace("ENTRY", row["entry_point"])
     tests = row["tests"] if with_tests else [f"{row['entry_point']}()"]
     setup = row["test_setup"] if with_tests else None
-    servant = build_program(code, tests, setup, row["code_prefix"], row["entry_point"])
+    servant = build_program(code, setup, row["code_prefix"], row["entry_point"])
     if setup_in_servant:  # the control: the whole setup runs in the candidate's process
         candidate = assemble_candidate(code, row["code_prefix"], row["entry_point"])
         servant = f"_servant_main({ {'code': candidate, 'imports': setup or ''}!r})\n"

@@ -17,7 +17,6 @@ from safetensors.torch import save_file
 
 from dllm_rl.run.checkpoint import (
     LATEST,
-    PAUSE_ENV,
     TrainerState,
     list_checkpoints,
     load_checkpoint,
@@ -67,14 +66,26 @@ def save(root: Path, step: int, **kwargs) -> Path:
 
 
 def save_steps_then_hang(root: str) -> None:
-    """Subprocess body: save step 1, then step 2, which pauses inside (see PAUSE_ENV)."""
+    """Subprocess body: save step 1, then step 2, which pauses right after its model files are
+    written into the temporary folder (so the test can kill the process mid-save)."""
+    from dllm_rl.run import checkpoint
+
+    write_model = checkpoint.save_model
+
+    def write_then_pause(model, folder, *args, **kwargs):
+        write_model(model, folder, *args, **kwargs)
+        if folder.parent.name.endswith("000002"):
+            print("pausing inside the save of step 2", file=sys.stderr, flush=True)
+            time.sleep(120)
+
+    checkpoint.save_model = write_then_pause
     save(Path(root), 1)
     save(Path(root), 2)
 
 
 def test_sigkill_during_save_keeps_the_previous_checkpoint(tmp_path):
     root = tmp_path / "checkpoints"
-    env = {**os.environ, PAUSE_ENV: "2:120", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = f"from tests.run.test_checkpoint import save_steps_then_hang; save_steps_then_hang({str(root)!r})"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
@@ -150,13 +161,6 @@ def test_metric_history_is_cut_at_the_checkpoint(tmp_path):
     assert truncate_after(path, 3) == 0
     saved = save(tmp_path / "checkpoints", 2, metrics_file=path)
     assert [r["step"] for r in read_metrics(saved / "metrics.jsonl")] == [1, 2]
-
-
-def test_pause_hook_is_off_by_default(tmp_path, monkeypatch):
-    monkeypatch.delenv(PAUSE_ENV, raising=False)
-    start = time.perf_counter()
-    save(tmp_path / "checkpoints", 1)
-    assert time.perf_counter() - start < 10
 
 
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
