@@ -465,7 +465,7 @@ def run_demo(out: str | Path, seed: int = 0, budget: Budget = FULL, device: str 
     checkpoint = latest_checkpoint(out / "sft")
 
     t = time.perf_counter()
-    rl = run_rl(out / "rl", seed, budget, data, device, str(checkpoint / "model"))
+    rl = run_rl(out / "rl", seed, budget, data, device, str(checkpoint))
     rl_exact = heldout_exact(rl.policy, data.heldout)
     rl_s = time.perf_counter() - t
     say(

@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a file: find the package
 from dllm_rl.config import ModelConfig, RolloutConfig, _help  # noqa: E402
 from dllm_rl.progress import progress_bar, quiet_library_bars  # noqa: E402
 from dllm_rl.rollout.config import SamplerConfig  # noqa: E402
+from dllm_rl.run.build import ModelSource, resolve_model  # noqa: E402
 from dllm_rl.run.cli import (  # noqa: E402
     ConfigError,
     build_config,
@@ -183,97 +184,15 @@ def resolve(argv: Sequence[str]) -> tuple[str, EvalRecipe | None, bool]:
 
 
 # ----------------------------------------------------------------------------- the model
-@dataclass(frozen=True)
-class ModelSource:
-    """What ``model.name_or_path`` points at, resolved without loading anything.
-
-    Attributes:
-        path: the folder (or hub id) to load the model from; for LoRA, the adapter folder.
-        base: for a LoRA adapter, the base model config (name_or_path, tiny sizes); else None.
-        describe: one line for the log and the dry run.
-    """
-
-    path: str
-    base: ModelConfig | None
-    describe: str
-
-
-def resolve_model(config: ModelConfig) -> ModelSource:
-    """Hub id, local model folder, run directory or checkpoint -> what to load.
-
-    Raises:
-        FileNotFoundError: a path-looking name that is not a directory, or a folder with neither a
-            model, an adapter nor checkpoints.
-    """
-    from dllm_rl.run.checkpoint import LATEST, list_checkpoints
-
-    name = config.name_or_path
-    if config.is_tiny:
-        return ModelSource(name, None, "tiny random LLaDA")
-    from dllm_rl.models.load import check_model_name
-
-    check_model_name(name)  # no such directory: fails here, not after retrying the hub
-    path = Path(name).expanduser()
-    if not path.is_dir():
-        return ModelSource(name, None, f"hub id {name!r} (local HF cache or download)")
-    run_config = None
-    checkpoints = path / "checkpoints"
-    if checkpoints.is_dir():  # a run directory
-        pointer = checkpoints / LATEST
-        found = list_checkpoints(checkpoints)
-        if pointer.is_file():
-            path = checkpoints / pointer.read_text().strip()
-        elif found:
-            path = found[-1]
-        else:
-            raise FileNotFoundError(f"run directory {name!r} has no checkpoint yet")
-    if (path / "trainer_state.json").is_file() and (path / "model").is_dir():  # a checkpoint
-        run_config = path.parent.parent / "config.yaml"
-        path = path / "model"
-    if (path / "adapter_config.json").is_file():
-        return ModelSource(str(path), _lora_base(path, run_config), f"LoRA adapter {path}")
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"model.name_or_path={name!r}: {path} holds no config.json, adapter_config.json or "
-            "checkpoints/ (pass a model folder, a run directory or a checkpoint)"
-        )
-    return ModelSource(str(path), None, f"local model {path}")
-
-
-def _lora_base(adapter: Path, run_config: Path | None) -> ModelConfig:
-    """The base model of a LoRA adapter: the run's model section, else the adapter's record."""
-    import yaml
-
-    if run_config is not None and run_config.is_file():
-        section = dict((yaml.safe_load(run_config.read_text()) or {}).get("model", {}))
-        section["lora"] = {"enabled": False}
-        return build_config(ModelConfig, section)
-    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
-        raise FileNotFoundError(
-            f"LoRA adapter {adapter}: no run config.yaml beside it and no "
-            "base_model_name_or_path in adapter_config.json; cannot tell its base model"
-        )
-    return ModelConfig(name_or_path=base)
-
-
 def load_eval_model(config: ModelConfig, device: Any) -> tuple[Any, ModelSource]:
-    """The model to evaluate (eval mode, LoRA merged), and where it came from."""
+    """The model to evaluate (eval mode; a LoRA checkpoint merged onto its base), and where it
+    came from (:func:`~dllm_rl.run.build.resolve_model`)."""
     from dllm_rl.run.build import load_policy
 
     source = resolve_model(config)
     plain = dataclasses.replace(config, lora=dataclasses.replace(config.lora, enabled=False))
-    if source.base is None:
-        return load_policy(dataclasses.replace(plain, name_or_path=source.path), device), source
-    from peft import PeftModel
-
-    base = source.base
-    base = dataclasses.replace(
-        base, dtype=config.dtype, attn_implementation=config.attn_implementation
-    )
-    policy = load_policy(base, device)
-    wrapped = PeftModel.from_pretrained(policy.model, source.path)
-    policy.model = wrapped.merge_and_unload().eval()
+    policy = load_policy(plain, device)
+    policy.model.eval()
     return policy, source
 
 

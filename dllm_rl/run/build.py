@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,31 +44,112 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def check_model_source(config: ModelConfig) -> str:
-    """What loading ``config`` will read, checked without loading or downloading anything.
+@dataclass(frozen=True)
+class ModelSource:
+    """What ``model.name_or_path`` points at, resolved without loading anything.
 
-    Returns:
-        A one-line description for the dry run.
+    Attributes:
+        path: the folder (or hub id) to load the model from; for LoRA, the adapter folder.
+        base: for a LoRA adapter, the base model config (name_or_path, tiny sizes); else None.
+        describe: one line for the log and the dry run.
+    """
+
+    path: str
+    base: ModelConfig | None
+    describe: str
+
+
+def resolve_model(config: ModelConfig) -> ModelSource:
+    """Hub id, local model folder, run directory or checkpoint -> what to load.
 
     Raises:
-        FileNotFoundError: a local-looking path (``/``, ``./``, ``~``) that does not exist.
+        FileNotFoundError: a path-looking name that is not a directory, or a folder with neither a
+            model, an adapter nor checkpoints.
+    """
+    from dllm_rl.run.checkpoint import LATEST, list_checkpoints
+
+    name = config.name_or_path
+    if config.is_tiny:
+        return ModelSource(name, None, "tiny random LLaDA")
+    from dllm_rl.models.load import check_model_name
+
+    check_model_name(name)  # no such directory: fails here, not after retrying the hub
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return ModelSource(name, None, f"hub id {name!r} (local HF cache or download)")
+    run_config = None
+    checkpoints = path / "checkpoints"
+    if checkpoints.is_dir():  # a run directory
+        pointer = checkpoints / LATEST
+        found = list_checkpoints(checkpoints)
+        if pointer.is_file():
+            path = checkpoints / pointer.read_text().strip()
+        elif found:
+            path = found[-1]
+        else:
+            raise FileNotFoundError(f"run directory {name!r} has no checkpoint yet")
+    if (path / "trainer_state.json").is_file() and (path / "model").is_dir():  # a checkpoint
+        run_config = path.parent.parent / "config.yaml"
+        path = path / "model"
+    if (path / "adapter_config.json").is_file():
+        return ModelSource(str(path), _lora_base(path, run_config), f"LoRA adapter {path}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.name_or_path={name!r}: {path} holds no config.json, adapter_config.json or "
+            "checkpoints/ (pass a model folder, a run directory or a checkpoint)"
+        )
+    return ModelSource(str(path), None, f"local model {path}")
+
+
+def _lora_base(adapter: Path, run_config: Path | None) -> ModelConfig:
+    """The base model of a LoRA adapter: the run's model section, else the adapter's record."""
+    import yaml
+
+    from dllm_rl.run.cli import build_config
+
+    if run_config is not None and run_config.is_file():
+        section = dict((yaml.safe_load(run_config.read_text()) or {}).get("model", {}))
+        section["lora"] = {"enabled": False}
+        return build_config(ModelConfig, section)
+    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise FileNotFoundError(
+            f"LoRA adapter {adapter}: no run config.yaml beside it and no "
+            "base_model_name_or_path in adapter_config.json; cannot tell its base model"
+        )
+    return ModelConfig(name_or_path=base)
+
+
+def check_model_source(config: ModelConfig) -> str:
+    """What loading ``config`` will read (:func:`resolve_model`), checked without loading or
+    downloading anything; a one-line description for the dry run.
+
+    Raises:
+        FileNotFoundError: a local-looking path that does not exist or holds no model.
     """
     if config.is_tiny:
         t = config.tiny
         return f"tiny random LLaDA (d_model {t.d_model}, {t.n_layers} layers, seed {t.seed})"
-    path = Path(config.name_or_path).expanduser()
-    looks_local = config.name_or_path.startswith(("/", "./", "../", "~")) or path.exists()
-    if looks_local:
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"model.name_or_path={config.name_or_path!r}: no config.json in that folder"
-            )
-        return f"local checkpoint {path}"
-    return f"hub id {config.name_or_path!r} (read from the local HF cache or downloaded at load)"
+    name = config.name_or_path
+    if not names_local_path(name):
+        # a hub id: whether it can be read is the start's check (run/preflight.py), which
+        # says how to get it when the hub is out of reach
+        return f"hub id {name!r} (read from the local HF cache or downloaded at load)"
+    return resolve_model(config).describe
+
+
+def names_local_path(name: str) -> bool:
+    """``model.name_or_path`` names something on this machine (an existing path, or one that
+    looks like a path), not a hub id."""
+    return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~"))
 
 
 def load_policy(config: ModelConfig, device: torch.device) -> DiffusionLM:
-    """The policy model on ``device``, in train-ready dtype, LoRA applied when enabled."""
+    """The policy model on ``device``, in train-ready dtype, LoRA applied when enabled.
+
+    ``model.name_or_path`` may be a hub id, a model folder, a run directory (its latest
+    checkpoint), a checkpoint, or a LoRA checkpoint (merged onto its base first)
+    (:func:`resolve_model`), for training as for evaluation."""
     dtype = resolve_dtype(config.dtype, device)
     if config.is_tiny:
         from dllm_rl.models.tiny import build_tiny_llada
@@ -88,11 +170,24 @@ def load_policy(config: ModelConfig, device: torch.device) -> DiffusionLM:
             from dllm_rl.models.load import enable_gradient_checkpointing
 
             enable_gradient_checkpointing(policy.model)
+    elif (source := resolve_model(config)).base is not None:  # a LoRA checkpoint: merged
+        from peft import PeftModel
+
+        base = dataclasses.replace(
+            source.base,
+            dtype=config.dtype,
+            attn_implementation=config.attn_implementation,
+            gradient_checkpointing=config.gradient_checkpointing,
+            lora=dataclasses.replace(config.lora, enabled=False),
+        )
+        policy = load_policy(base, device)
+        policy.model = PeftModel.from_pretrained(policy.model, source.path).merge_and_unload()
+        policy.model.requires_grad_(True)  # peft froze the base: the merged model trains whole
     else:
         from dllm_rl.models.load import load_model
 
         policy = load_model(
-            config.name_or_path,
+            source.path,
             family=config.family,
             dtype=dtype,
             device=device,
@@ -177,7 +272,9 @@ def make_adamw(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optim
     )
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_updates: int) -> Any:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, total_updates: int
+) -> Any:
     """The ``transformers.get_scheduler`` schedule of ``optimizer`` over ``total_updates``."""
     from transformers import get_scheduler
 

@@ -90,7 +90,14 @@ def check_model(model: Any, run: Any) -> None:
     """
     if model.is_tiny:
         return
+    from dllm_rl.run.build import names_local_path, resolve_model
+
     name = model.name_or_path
+    if names_local_path(name):  # a run directory or checkpoint: the model it holds
+        source = resolve_model(model)
+        if source.base is not None and source.base.is_tiny:
+            return
+        name = source.path if source.base is None else source.base.name_or_path
     config = local_config(name)
     if config is None:
         if not hub_reachable():

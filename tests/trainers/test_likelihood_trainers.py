@@ -129,3 +129,31 @@ def test_vrpo_learns_a_separable_preference(tmp_path):
     assert evals[-1]["eval/rewards/accuracies"] == 1.0
     assert evals[-1]["eval/rewards/margins"] > 0.5
     assert train_rows[-1]["rewards/margins"] > train_rows[0]["rewards/margins"]
+
+
+def test_training_starts_from_a_run_directory_or_a_lora_checkpoint(tmp_path, capsys):
+    """model.name_or_path resolves for training as for evaluation (run/build.py): a run
+    directory is its latest checkpoint's model, and a LoRA checkpoint is merged onto its base
+    (the run's own model section), so stage 2 starts from stage 1 without naming model/ by hand."""
+    from dllm_rl import train
+    from dllm_rl.config import ModelConfig
+    from dllm_rl.run.build import load_policy, resolve_model
+
+    first = tmp_path / "first"
+    common = ["recipe=cj_grpo_tiny", "run.device=cpu", "max_steps=1", "eval_steps=0"]
+    assert (
+        train.main([*common, "model.lora.enabled=true", "model.lora.r=4", f"output_dir={first}"])
+        == 0
+    )
+    source = resolve_model(ModelConfig(name_or_path=str(first)))
+    assert source.base is not None and source.base.is_tiny  # the adapter and its tiny base
+    merged = load_policy(ModelConfig(name_or_path=str(first)), torch.device("cpu"))
+    assert not any("lora" in n for n, _ in merged.model.named_parameters())
+    second = tmp_path / "second"
+    args = [*common, f"model.name_or_path={first}", f"output_dir={second}"]
+    assert train.main([*args, "dry_run=true"]) == 0
+    assert f"model: LoRA adapter {first}/checkpoints/step-000001/model" in capsys.readouterr().out
+    assert train.main(args) == 0
+    third = tmp_path / "third"
+    assert train.main([*common, f"model.name_or_path={second}", f"output_dir={third}"]) == 0
+    assert (third / "checkpoints" / "step-000001" / "model" / "model.safetensors").is_file()
