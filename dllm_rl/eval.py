@@ -20,21 +20,26 @@ reads it: ``python -m dllm_rl.viz.viewer OUTPUT_DIR/samples.jsonl``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file: find the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dllm_rl.config import ModelConfig, RolloutConfig, _help  # noqa: E402
+from dllm_rl.config import EvalDataConfig, EvalRecipe, EvalSamplerConfig, ModelConfig  # noqa: E402
+from dllm_rl.eval_results import (  # noqa: E402
+    EvalResults,
+    ShardStats,
+    Timing,
+    nfe,
+    sample_rows,
+    summarize,
+    write_outputs,
+)
 from dllm_rl.progress import progress_bar, quiet_library_bars  # noqa: E402
 from dllm_rl.rollout.config import SamplerConfig  # noqa: E402
 from dllm_rl.run.build import ModelSource, resolve_model  # noqa: E402
@@ -50,107 +55,6 @@ from dllm_rl.run.cli import (  # noqa: E402
 )
 
 logger = logging.getLogger("dllm_rl.eval")
-
-
-# ----------------------------------------------------------------------------- the schema
-@dataclass
-class EvalSamplerConfig(RolloutConfig):
-    """The sampler of the evaluation: the rollout settings, greedy by default, plus LLaDA's EOS
-    options and classifier-free guidance."""
-
-    temperature: float = _help(
-        "T of the proposals (0: greedy, as d1 and LLaDA report)", default=0.0
-    )
-    cfg_scale: float = _help("classifier-free guidance w (0: off; 1 forward per step)", default=0.0)
-    logits_eos_inf: bool = _help("LLaDA: EOS is never proposed", default=False)
-    confidence_eos_eot_inf: bool = _help(
-        "LLaDA: EOS/EOT proposals rank last (committed only when nothing else is left)",
-        default=False,
-    )
-
-    def sampler(self, temperature: float | None = None) -> SamplerConfig:
-        base = super().sampler(temperature)
-        return dataclasses.replace(
-            base,
-            cfg_scale=self.cfg_scale,
-            logits_eos_inf=self.logits_eos_inf,
-            confidence_eos_eot_inf=self.confidence_eos_eot_inf,
-        )
-
-
-@dataclass
-class EvalDataConfig:
-    """The prompts (``dllm_rl.data.load_task``)."""
-
-    task: str = _help(
-        "gsm8k, math500, countdown, sudoku, humaneval, mbpp, addition", default="addition"
-    )
-    split: str = _help("split to evaluate", default="test")
-    source: str | None = _help(
-        "None (local copy or generator), local, generate, hub, or a path", default=None
-    )
-    template: str | None = _help("prompt template name or string with {question}", default=None)
-    limit: int | None = _help(
-        "keep the first N prompts (also `limit=N` at the top level)", default=None
-    )
-    options: dict[str, Any] = _help("generator options (size, digits, ...)", default_factory=dict)
-    max_prompt_length: int | None = _help("left-truncate prompts to N tokens", default=None)
-
-
-@dataclass
-class EvalRecipe:
-    """An evaluation recipe (``evaluation: true`` tells it from a training recipe)."""
-
-    evaluation: bool = _help("marks an evaluation recipe (python -m dllm_rl.eval)", default=True)
-    model: ModelConfig = _help(
-        "the model: hub id, local path, run directory (latest checkpoint), checkpoint folder "
-        "(LoRA adapters loaded onto their base), or tiny",
-        default_factory=ModelConfig,
-    )
-    data: EvalDataConfig = _help("prompts", default_factory=EvalDataConfig)
-    sampler: EvalSamplerConfig = _help("the sampler", default_factory=EvalSamplerConfig)
-    rewards: list[str | dict[str, Any]] | None = _help(
-        "reward names (the trainer's graders); default: the task's", default=None
-    )
-    accuracy_reward: str | None = _help(
-        "reward whose value 1 counts as correct (default: the first reward)", default=None
-    )
-    num_generations: int = _help("completions per prompt (pass@1 averages over them)", default=1)
-    batch_size: int = _help("prompts per sampler call, per process", default=16)
-    seed: int = _help("seed of every sampler generator (T > 0, random remasking)", default=0)
-    limit: int | None = _help("keep the first N prompts (overrides data.limit)", default=None)
-    output_dir: str | None = _help(
-        "where to write; default outputs/eval/<recipe>/<time>", default=None
-    )
-    device: str = _help("auto (cuda > npu > mps > cpu), or a torch device name", default="auto")
-    log_samples: int | None = _help("rows written to samples.jsonl (null: all)", default=None)
-    dry_run: bool = _help("validate config, data and rewards; load no weights; exit", default=False)
-    print_config: bool = _help("print the resolved config and exit", default=False)
-
-    def __post_init__(self) -> None:
-        if not self.evaluation:
-            raise ValueError(
-                "evaluation: false is not an evaluation recipe; train with dllm_rl.train"
-            )
-        if self.model.lora.enabled:
-            raise ValueError(
-                "model.lora.enabled adds new adapters for training; to evaluate a trained LoRA "
-                "adapter, set model.name_or_path to its run directory or checkpoint"
-            )
-        for name in ("num_generations", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.limit is not None:
-            if self.limit < 1:
-                raise ValueError(f"limit must be >= 1, got {self.limit}")
-            self.data.limit = self.limit
-
-    @property
-    def reward_names(self) -> list[str | dict[str, Any]]:
-        """The recipe's rewards, or its task's (``TaskSpec.rewards``)."""
-        from dllm_rl.data.registry import get_task
-
-        return list(self.rewards) if self.rewards else list(get_task(self.data.task).rewards)
 
 
 # ----------------------------------------------------------------------------- config
@@ -239,70 +143,6 @@ def describe_sampler(s: SamplerConfig) -> str:
         f"{s.schedule}, L={s.gen_length}, S={plan.num_steps}, T={s.temperature:g}, "
         f"{s.remasking}, NFE={nfe(s)}" + (f", {', '.join(eos)}" if eos else "")
     )
-
-
-def nfe(s: SamplerConfig) -> int:
-    """Network forwards per completion (two per step under classifier-free guidance)."""
-    return s.plan.num_steps * (2 if s.cfg_scale > 0 else 1)
-
-
-# ----------------------------------------------------------------------------- running
-@dataclass
-class ShardStats:
-    """One process's counters (summed over processes by the main one)."""
-
-    samples: int = 0
-    correct: int = 0
-    generate_s: float = 0.0
-    grade_s: float = 0.0
-    canvas_tokens: int = 0  # N x L positions decoded
-    completion_tokens: int = 0  # tokens up to and including the first stop id
-    forwards: int = 0
-
-
-def sample_rows(
-    batch: Any,
-    tokenizer: Any,
-    first_index: int,
-    num_generations: int,
-    accuracy_col: int,
-    num_steps: int,
-) -> list[dict[str, Any]]:
-    """One JSON row per completion of a :class:`RolloutBatch` (index = global prompt index)."""
-    traj = batch.trajectory
-    ids = traj.completion_ids.cpu().tolist()  # [N, L]
-    steps = traj.unmask_step.cpu().tolist()  # [N, L]
-    logps = None if traj.step_logprobs is None else traj.step_logprobs.cpu().tolist()
-    values = batch.rewards.values.tolist()  # [N, R]
-    names = batch.rewards.names
-    rows = []
-    for i in range(len(batch)):
-        reward_values = {n: (None if math.isnan(v) else v) for n, v in zip(names, values[i])}
-        acc = values[i][accuracy_col]
-        extra = {
-            k: v[i]
-            for k, v in batch.columns.items()
-            if isinstance(v[i], (str, int, float)) and len(str(v[i])) <= 2000
-        }
-        rows.append(
-            {
-                "index": first_index + i // num_generations,
-                "generation": i % num_generations,
-                "prompt": batch.prompts[i],
-                "completion": batch.completions[i],
-                "reward": float(batch.rewards.total[i]),
-                "rewards": reward_values,
-                "correct": bool(not math.isnan(acc) and acc >= 1.0),
-                "length": int(batch.lengths[i]),
-                "num_steps": num_steps,
-                "completion_ids": ids[i],
-                "unmask_step": steps[i],
-                "step_logprobs": None if logps is None else [round(x, 4) for x in logps[i]],
-                "tokens": [tokenizer.decode([t]) for t in ids[i]],
-                "columns": extra,
-            }
-        )
-    return rows
 
 
 def load_records(recipe: EvalRecipe) -> list[dict[str, Any]]:
@@ -416,85 +256,10 @@ def evaluate(
         rows,
         every,
         acc_name,
-        eval_s,
-        time.perf_counter() - t0,
-        load_s,
-        world,
+        Timing(wall_s=time.perf_counter() - t0, load_s=load_s, eval_s=eval_s),
     )
     write_outputs(recipe, name, results, rows)
     return results
-
-
-def summarize(
-    recipe: EvalRecipe,
-    name: str,
-    source: ModelSource,
-    sampler: SamplerConfig,
-    rows: list[dict[str, Any]],
-    every: list[ShardStats],
-    acc_name: str,
-    eval_s: float,
-    wall_s: float,
-    load_s: float,
-    world: int,
-) -> dict[str, Any]:
-    """``results.json``: accuracy, per-reward means, sampler settings, throughput."""
-    total = ShardStats(
-        **{f.name: sum(getattr(s, f.name) for s in every) for f in dataclasses.fields(ShardStats)}
-    )
-    means = {}
-    for reward in rows[0]["rewards"]:
-        vals = [r["rewards"][reward] for r in rows if r["rewards"][reward] is not None]
-        means[reward] = sum(vals) / len(vals) if vals else None
-    busy = total.generate_s + total.grade_s
-    return {
-        "recipe": name,
-        "model": recipe.model.name_or_path,
-        "model_source": source.describe,
-        "task": recipe.data.task,
-        "split": recipe.data.split,
-        "prompts": len(rows) // recipe.num_generations,
-        "num_generations": recipe.num_generations,
-        "samples": len(rows),
-        "accuracy": total.correct / max(1, total.samples),
-        "accuracy_reward": acc_name,
-        "rewards": means,
-        "reward": sum(r["reward"] for r in rows) / len(rows),
-        "mean_length": total.completion_tokens / max(1, total.samples),
-        "sampler": {
-            **dataclasses.asdict(sampler),
-            "num_steps": sampler.plan.num_steps,
-            "counts": list(sampler.plan.counts),
-            "nfe": nfe(sampler),
-        },
-        "seed": recipe.seed,
-        "processes": world,
-        "wall_s": wall_s,
-        "load_s": load_s,
-        "eval_s": eval_s,
-        "generate_s": total.generate_s,
-        "grade_s": total.grade_s,
-        "grading_share": total.grade_s / busy if busy else 0.0,
-        "samples_per_s": len(rows) / eval_s if eval_s else None,
-        "tokens_per_s": total.canvas_tokens / eval_s if eval_s else None,
-        "completion_tokens_per_s": total.completion_tokens / eval_s if eval_s else None,
-        "forwards": total.forwards,
-    }
-
-
-def write_outputs(
-    recipe: EvalRecipe, name: str, results: dict[str, Any], rows: list[dict[str, Any]]
-) -> Path:
-    out = Path(recipe.output_dir or Path("outputs", "eval", name, time.strftime("%Y%m%d-%H%M%S")))
-    out.mkdir(parents=True, exist_ok=True)
-    results["output_dir"] = str(out)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "config.yaml").write_text(to_yaml(recipe))
-    keep = rows if recipe.log_samples is None else rows[: recipe.log_samples]
-    with open(out / "samples.jsonl", "w") as f:
-        for row in keep:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return out
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -538,10 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         close_processes(synchronize=finished)
     if results is not None:
         print(
-            f"{name}: accuracy {results['accuracy']:.4f} ({results['accuracy_reward']}) on "
-            f"{results['samples']} samples; {results['samples_per_s']:.2f} samples/s, "
-            f"{results['tokens_per_s']:.0f} tokens/s, grading {100 * results['grading_share']:.1f}% "
-            f"-> {results['output_dir']}"
+            f"{name}: accuracy {results.accuracy:.4f} ({results.accuracy_reward}) on "
+            f"{results.samples} samples; {results.samples_per_s:.2f} samples/s, "
+            f"{results.tokens_per_s:.0f} tokens/s, grading {100 * results.grading_share:.1f}% "
+            f"-> {results.output_dir}"
         )
     return 0
 
@@ -549,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "EvalDataConfig",
     "EvalRecipe",
+    "EvalResults",
     "EvalSamplerConfig",
     "check",
     "evaluate",

@@ -116,24 +116,24 @@ def main(argv: list[str] | None = None) -> int:
         results = ev.evaluate(recipe, base_name, loaded)
         if results is None:  # not the main process
             continue
-        s = results["sampler"]
+        s = results.sampler
         rows.append(
             {
                 "setting": name,
-                "accuracy": results["accuracy"],
+                "accuracy": results.accuracy,
                 "nfe": s["nfe"],
                 "num_steps": s["num_steps"],
-                "mean_length": results["mean_length"],
-                "samples_per_s": results["samples_per_s"],
-                "tokens_per_s": results["tokens_per_s"],
-                "output_dir": results["output_dir"],
+                "mean_length": results.mean_length,
+                "samples_per_s": results.samples_per_s,
+                "tokens_per_s": results.tokens_per_s,
+                "output_dir": results.output_dir,
             }
         )
     if rows:
         root.mkdir(parents=True, exist_ok=True)
         (root / "matrix.json").write_text(json.dumps(rows, indent=2) + "\n")
         print(
-            f"{base_name}: {base.data.task}/{base.data.split}, {rows and results['samples']} "
+            f"{base_name}: {base.data.task}/{base.data.split}, {rows and results.samples} "
             f"samples, model {base.model.name_or_path}"
         )
         print(table(rows))

@@ -147,7 +147,7 @@ def _run(tmp_path: Path, *extra: str):
 def test_eval_tiny_writes_results_and_samples(tmp_path):
     results = _run(tmp_path / "one")
     saved = json.loads((tmp_path / "one" / "results.json").read_text())
-    assert saved["samples"] == results["samples"] == 11
+    assert saved["samples"] == results.samples == 11
     for key in (
         "accuracy",
         "rewards",
@@ -192,7 +192,7 @@ def test_two_processes_gather_every_prompt_once(tmp_path, monkeypatch):
             "dllm_rl.run.build.make_accelerator", lambda d, r=rank: FakeAccelerator(r)
         )
         out = _run(tmp_path / "multi")
-    assert out["samples"] == single["samples"] == 11
+    assert out.samples == single.samples == 11
     assert len(stash["rows"]) == 5
     read = lambda d: (tmp_path / d / "samples.jsonl").read_text().splitlines()  # noqa: E731
     a = [json.loads(x) for x in read("single")]
