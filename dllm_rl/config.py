@@ -9,14 +9,13 @@ number of processes is checked by :func:`GRPOConfig.check_batch`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from dllm_rl.rollout.config import EosRejection, SamplerConfig
+from dllm_rl.rollout.config import SamplerConfig
+from dllm_rl.settings import setting
 
-
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+_help = setting  # every field carries its help text
 
 
 LR_SCHEDULERS = (
@@ -231,58 +230,6 @@ class DataConfig:
 
 
 @dataclass
-class EosRejectionConfig:
-    """EOS early rejection: scale EOS confidence by gamma(step) (see ``EosRejection``)."""
-
-    enabled: bool = _help("apply EOS early rejection", default=False)
-    gamma_min: float = _help("gamma at the first step", default=0.01)
-    gamma_max: float = _help("gamma at the last step", default=1.0)
-    gamma_schedule: Literal["linear", "power"] = _help("gamma table", default="linear")
-    ids: str | list[int] = _help("eos, stop (EOS and EOT), or a list of ids", default="eos")
-
-
-@dataclass
-class RolloutConfig:
-    """The masked-diffusion sampler of the rollouts (``SamplerConfig``)."""
-
-    gen_length: int = _help("L, completion positions", default=256)
-    steps: int | None = _help(
-        "S; uniform: default L; ascending: floor(log2 L), leave unset", default=None
-    )
-    block_length: int | None = _help("uniform: block size (default L)", default=None)
-    num_blocks: int | None = _help("number of blocks", default=None)
-    schedule: Literal["uniform", "ascending"] = _help(
-        "uniform (LLaDA) or ascending (ASS)", default="uniform"
-    )
-    temperature: float = _help("T of the rollouts (training needs T > 0)", default=1.0)
-    remasking: Literal["low_confidence", "random", "entropy", "margin"] = _help(
-        "ranking of the proposals", default="low_confidence"
-    )
-    eos_rejection: EosRejectionConfig = _help(
-        "EOS early rejection", default_factory=EosRejectionConfig
-    )
-
-    def sampler(self, temperature: float | None = None) -> SamplerConfig:
-        """The :class:`SamplerConfig` (validated), recording commit log-probs."""
-        e = self.eos_rejection
-        ids = e.ids if isinstance(e.ids, str) else tuple(e.ids)
-        return SamplerConfig(
-            gen_length=self.gen_length,
-            steps=self.steps,
-            block_length=self.block_length,
-            num_blocks=self.num_blocks,
-            schedule=self.schedule,
-            temperature=self.temperature if temperature is None else temperature,
-            remasking=self.remasking,
-            eos_rejection=EosRejection(e.enabled, e.gamma_min, e.gamma_max, e.gamma_schedule, ids),
-            record_logprobs=True,
-        )
-
-    def __post_init__(self) -> None:
-        self.sampler()  # validates the schedule now, before anything loads
-
-
-@dataclass
 class SPGSettings:
     """SPG's settings (``grpo.estimator: spg``; names from its reference code)."""
 
@@ -459,7 +406,10 @@ class GRPOConfig:
         "null: the task's own (data.task's TaskSpec.rewards)",
         default=None,
     )
-    rollout: RolloutConfig = _help("the rollout sampler", default_factory=RolloutConfig)
+    rollout: SamplerConfig = _help(
+        "the rollout sampler (the evaluation's sampler schema; T > 0)",
+        default_factory=lambda: SamplerConfig(temperature=1.0, record_logprobs=True),
+    )
     grpo: GRPOSection = _help("the RL objective and its batch sizes", default_factory=GRPOSection)
     training: OptimConfig = _help("optimizer and schedule", default_factory=OptimConfig)
     eval: EvalConfig = _help("periodic evaluation", default_factory=EvalConfig)
@@ -470,6 +420,18 @@ class GRPOConfig:
                 f"rollout.temperature={self.rollout.temperature}: training needs T > 0; at T = 0 "
                 "every completion of a group is the same, so every advantage is 0. Use T = 1.0 "
                 "(CJ-GRPO) or 0.9 (d1); eval.temperature may be 0."
+            )
+        for name in ("logits_eos_inf", "confidence_eos_eot_inf"):
+            if getattr(self.rollout, name):
+                raise ValueError(
+                    f"rollout.{name} is an evaluation option: the rollout would record the "
+                    "log-probs of a restricted distribution that the training forward does not "
+                    "score; leave it off for training"
+                )
+        if self.rollout.cfg_scale > 0:
+            raise ValueError(
+                "rollout.cfg_scale > 0 is an evaluation option: the training log-probs are of the "
+                "unguided model, so the on-policy ratio would not be 1; set rollout.cfg_scale=0"
             )
         if self.rewards is not None and not self.rewards:
             raise ValueError("rewards is empty: list at least one reward, or null for the task's")
@@ -677,31 +639,6 @@ class PreferenceConfig:
 
 # ----------------------------------------------------------------------------- evaluation
 @dataclass
-class EvalSamplerConfig(RolloutConfig):
-    """The sampler of the evaluation: the rollout settings, greedy by default, plus LLaDA's EOS
-    options and classifier-free guidance."""
-
-    temperature: float = _help(
-        "T of the proposals (0: greedy, as d1 and LLaDA report)", default=0.0
-    )
-    cfg_scale: float = _help("classifier-free guidance w (0: off; 1 forward per step)", default=0.0)
-    logits_eos_inf: bool = _help("LLaDA: EOS is never proposed", default=False)
-    confidence_eos_eot_inf: bool = _help(
-        "LLaDA: EOS/EOT proposals rank last (committed only when nothing else is left)",
-        default=False,
-    )
-
-    def sampler(self, temperature: float | None = None) -> SamplerConfig:
-        base = super().sampler(temperature)
-        return replace(
-            base,
-            cfg_scale=self.cfg_scale,
-            logits_eos_inf=self.logits_eos_inf,
-            confidence_eos_eot_inf=self.confidence_eos_eot_inf,
-        )
-
-
-@dataclass
 class EvalDataConfig:
     """The prompts (``dllm_rl.data.load_task``)."""
 
@@ -731,7 +668,10 @@ class EvalRecipe:
         default_factory=ModelConfig,
     )
     data: EvalDataConfig = _help("prompts", default_factory=EvalDataConfig)
-    sampler: EvalSamplerConfig = _help("the sampler", default_factory=EvalSamplerConfig)
+    sampler: SamplerConfig = _help(
+        "the sampler (the training rollout's schema; greedy by default)",
+        default_factory=lambda: SamplerConfig(record_logprobs=True),  # samples.jsonl shows them
+    )
     rewards: list[str | dict[str, Any]] | None = _help(
         "reward names (the trainer's graders); default: the task's", default=None
     )

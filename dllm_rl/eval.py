@@ -30,7 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: find the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dllm_rl.config import EvalDataConfig, EvalRecipe, EvalSamplerConfig, ModelConfig  # noqa: E402
+from dllm_rl.config import EvalDataConfig, EvalRecipe, ModelConfig  # noqa: E402
 from dllm_rl.eval_results import (  # noqa: E402
     EvalResults,
     ShardStats,
@@ -121,7 +121,7 @@ def check(recipe: EvalRecipe) -> list[str]:
         raise ValueError(
             f"accuracy_reward={recipe.accuracy_reward!r} is not among the rewards {names}"
         )
-    sampler = recipe.sampler.sampler()
+    sampler = recipe.sampler
     limit = "" if d.limit is None else f", first {d.limit}"
     return [
         f"model: {source.describe}",
@@ -211,7 +211,7 @@ def evaluate(
         chat_template=recipe.model.chat_template,
         max_prompt_length=recipe.data.max_prompt_length,
     )
-    sampler = recipe.sampler.sampler()
+    sampler = recipe.sampler
     steps = sampler.plan.num_steps
     stats, rows = ShardStats(), []
     load_s = time.perf_counter() - t0
@@ -315,7 +315,6 @@ __all__ = [
     "EvalDataConfig",
     "EvalRecipe",
     "EvalResults",
-    "EvalSamplerConfig",
     "check",
     "evaluate",
     "load_eval_model",

@@ -342,7 +342,7 @@ def run_configuration(args: argparse.Namespace, name: str) -> dict[str, Any]:
         return batch
 
     trainer.rollout = timed_rollout  # instance attribute shadows the method
-    sampler: SamplerConfig = config.rollout.sampler()
+    sampler: SamplerConfig = config.rollout
     s, mu, traj = sampler.plan.num_steps, g.num_iterations, g.estimator == "trajectory"
     record: dict[str, Any] = {
         "configuration": name,

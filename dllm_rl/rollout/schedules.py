@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-SCHEDULES = ("uniform", "ascending")
-GAMMA_SCHEDULES = ("linear", "power")
+ScheduleName = Literal["uniform", "ascending"]
+GammaScheduleName = Literal["linear", "power"]
+SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
+GAMMA_SCHEDULES: tuple[str, ...] = get_args(GammaScheduleName)
 # Trajectory.unmask_step is int16, and state_before(S) compares it with S itself.
 MAX_STEPS = 2**15 - 1
 

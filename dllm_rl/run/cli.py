@@ -228,12 +228,31 @@ def _check_keys(schema: type, data: Any, prefix: str, root: type) -> Any:
         hint_type = hints[key]
         sub = _dataclass_in(hint_type)
         if sub is not None and isinstance(value, Mapping):
-            out[key] = _check_keys(sub, value, prefix=f"{prefix}{key}.", root=root)
+            checked = _check_keys(sub, value, prefix=f"{prefix}{key}.", root=root)
+            out[key] = {**_section_defaults(fields[key], sub), **checked}
         elif isinstance(value, _Raw):
             out[key] = str(value) if _wants_str(hint_type) else value.parsed()
         else:
             out[key] = _plain(value)
     return out
+
+
+def _section_defaults(f: dataclasses.Field, sub: type) -> dict[str, Any]:
+    """The values a section's own default sets where they differ from its class's defaults
+    (the training ``rollout:`` section samples at T = 1, the sampler class at T = 0), so a
+    partial section given in a recipe or on the command line keeps them."""
+    factory = f.default_factory  # type: ignore[misc]
+    if factory is dataclasses.MISSING or not dataclasses.is_dataclass(sub):
+        return {}
+    made = factory()
+    if not isinstance(made, sub):
+        return {}
+    plain = sub()
+    return {
+        g.name: getattr(made, g.name)
+        for g in dataclasses.fields(sub)
+        if getattr(made, g.name) != getattr(plain, g.name)
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -341,7 +360,11 @@ def help_text(schema: type, title: str, values: Any | None = None) -> str:
     return "\n".join(lines)
 
 
-def _help_lines(schema: type, prefix: str, values: Any | None = None) -> list[str]:
+def _help_lines(
+    schema: type, prefix: str, values: Any | None = None, defaults: Any | None = None
+) -> list[str]:
+    """``defaults``: the section's own default instance (its field's default_factory), whose
+    values are the defaults shown where they differ from the class's."""
     lines = []
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
@@ -350,9 +373,13 @@ def _help_lines(schema: type, prefix: str, values: Any | None = None) -> list[st
         value = getattr(values, f.name, None) if values is not None else None
         if sub is not None:
             lines.append(f"{prefix}{f.name}:  {text}".rstrip())
-            lines.extend(_help_lines(sub, prefix + f.name + ".", value))
+            own = f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+            own = own if isinstance(own, sub) else None
+            lines.extend(_help_lines(sub, prefix + f.name + ".", value, own))
             continue
-        if f.default is not dataclasses.MISSING:
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        elif f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
@@ -366,4 +393,3 @@ def _help_lines(schema: type, prefix: str, values: Any | None = None) -> list[st
             f"  {prefix}{f.name} ({type_name(hints[f.name])}, default {shown}{recipe})  {text}"
         )
     return lines
-

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -117,8 +117,10 @@ class GRPOTrainer:
     def policy(self) -> DiffusionLM:
         return self.session.policy
 
-    def sampler(self) -> SamplerConfig:
-        return self.config.rollout.sampler()
+    def sampler(self, **changes: Any) -> SamplerConfig:
+        """The rollout sampler (``changes``: e.g. the held-out temperature), recording the
+        commit log-probs."""
+        return replace(self.config.rollout, record_logprobs=True, **changes)
 
     def chunk_generator(self, tag: str, step: int) -> Callable[[int], torch.Generator]:
         seed, device = self.config.run.seed, self.policy.device
@@ -282,7 +284,7 @@ class GRPOTrainer:
         # Fewer prompts than processes: a process without one still rolls one out (the same
         # work as the others) but contributes no row to the metrics.
         mine, keep = (rows[lo:hi], None) if hi > lo else (rows[:1], 0)
-        sampler = self.config.rollout.sampler(temperature=held_out.temperature)
+        sampler = self.sampler(temperature=held_out.temperature)
         width = max(len(t) for t in self.worker.prompt_tokens([r["prompt"] for r in rows]))
         with (
             session.full_parameters()
@@ -382,7 +384,7 @@ def check(config: GRPOConfig, world_size: int) -> list[str]:
 
         lines.append(f"data: {describe_source(d.task, split, d.source, config.run.seed, rows)}")
     lines.append(f"rewards: {', '.join(f'{s.name} x {s.weight:g}' for s in specs)}")
-    sampler = config.rollout.sampler()
+    sampler = config.rollout
     g = config.grpo
     lines.append(
         f"rollout: {sampler.schedule}, L={sampler.gen_length}, S={sampler.plan.num_steps}, "

@@ -47,15 +47,15 @@ def test_every_eval_recipe_validates_and_dry_runs(path):
 
 def test_protocols():
     _, d1, _ = ev.resolve(["recipe=eval_d1_gsm8k"])
-    s = d1.sampler.sampler()
+    s = d1.sampler
     assert (s.gen_length, s.plan.num_steps, s.temperature) == (256, 128, 0.0)
     assert set(s.plan.counts) == {2} and len(s.plan.block_bounds) == 256 // 32
     _, d1_512, _ = ev.resolve(
         ["recipe=eval_d1_gsm8k", "sampler.gen_length=512", "sampler.steps=256"]
     )
-    assert d1_512.sampler.sampler().plan.num_steps == 256
+    assert d1_512.sampler.plan.num_steps == 256
     _, cj, _ = ev.resolve(["recipe=eval_cj_gsm8k"])
-    s = cj.sampler.sampler()
+    s = cj.sampler
     assert s.schedule == "ascending" and s.plan.num_steps == 8  # floor(log2 256)
     assert s.eos_rejection.enabled and s.eos_rejection.gamma_schedule == "power"
 
@@ -64,7 +64,7 @@ def test_overrides_and_errors():
     _, r, _ = ev.resolve(["recipe=eval_tiny", "limit=5", "seed=3", "output_dir=/x", "batch_size=2"])
     assert (r.data.limit, r.seed, r.output_dir, r.batch_size) == (5, 3, "/x", 2)
     _, r, _ = ev.resolve(["recipe=eval_tiny", "sampler.logits_eos_inf=true"])
-    assert r.sampler.sampler().logits_eos_inf
+    assert r.sampler.logits_eos_inf
     with pytest.raises(ConfigError, match="Did you mean sampler.gen_length"):
         ev.resolve(["recipe=eval_tiny", "sampler.gen_lenght=4"])
     with pytest.raises(ConfigError, match="training recipe"):

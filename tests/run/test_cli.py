@@ -35,7 +35,7 @@ def test_values_are_typed_by_the_schema():
     )
     config = build_config(GRPOConfig, overrides)
     assert config.run.output_dir == "123"  # a string field keeps the text, not the int
-    assert config.rollout.eos_rejection.ids == [5, 7]
+    assert config.rollout.eos_rejection.ids == (5, 7)
     assert config.run.dry_run is True and config.run.seed == 4
 
 
