@@ -220,6 +220,63 @@ class LossStats:
         return self.sums.cpu()
 
 
+def weighted_loss(
+    buf: Buffer,
+    rows: torch.Tensor,
+    loss: torch.Tensor,
+    stats: LossStats | None,
+    *,
+    first_iteration: bool,
+    forwards: int,
+    terms: SurrogateTerms | None = None,
+    kl: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    entropy_at: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A micro-batch's share of the step's loss, ``sum(token weights x per-token loss)`` over
+    ``[n, L]`` tensors of ``rows``, with its statistics added (``terms`` None: a ratio-free
+    objective). A padding call (``stats`` None) weighs everything 0 and records nothing."""
+    if stats is None:
+        return (torch.zeros_like(loss) * loss).sum()
+    term = (buf.weights[rows] * loss).sum()
+    stats.forwards += forwards
+    stats.add(
+        buf.counted[rows],
+        ratio_free_terms(loss) if terms is None else terms,
+        kl,
+        entropy,
+        term.detach(),
+        first_iteration,
+        entropy_at=entropy_at,
+    )
+    return term
+
+
+def old_and_reference(
+    ctx: StepContext,
+    buf: Buffer,
+    table: Callable[[DiffusionLM, torch.Tensor | None], tuple[torch.Tensor, int]],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """The no-grad passes of an estimator whose draws are fixed per inner iteration:
+    ``table(model, rows)`` scores ``[mu, n, L]`` log-probs of ``rows`` (None: every row).
+
+    Returns ``(old, reference, forwards)``: the old log-probs of the trained rows when mu > 1
+    (with mu = 1 the first pass's own detached log-probs serve), the reference's of every row
+    when beta > 0, else None.
+    """
+    old = ref = None
+    forwards = 0
+    if ctx.config.grpo.num_iterations > 1 and len(buf.trained):
+        part, f = table(ctx.policy, buf.trained)
+        old = on_rows(part, buf.trained, len(buf.traj), dim=1)
+        forwards += f
+    if ctx.reference is not None:
+        with ctx.reference.active(ctx.policy.model) as reference:
+            ref, f = table(reference, None)
+        forwards += f
+    return old, ref, forwards
+
+
 def draw_per_chunk(
     ctx: StepContext, n: int, tag: str, draw: Callable[[int, int, torch.Generator], Any]
 ) -> list[Any]:

@@ -31,8 +31,9 @@ from dllm_rl.trainers.estimators.base import (
     StepContext,
     draw_per_chunk,
     group_relative,
-    on_rows,
+    old_and_reference,
     token_loss,
+    weighted_loss,
 )
 
 
@@ -134,18 +135,20 @@ class CoupledEstimator:
             parts = draw_per_chunk(ctx, len(traj), f"coupled_mask/{it}", draw)
             firsts.append(torch.cat([p[0] for p in parts]).to(traj.device))
             levels.append(torch.cat([p[1] for p in parts]).to(traj.device))
-        tables = CoupledTables(torch.stack(firsts), torch.stack(levels))
-        forwards = 0
-        if g.num_iterations > 1 and len(buf.trained):
-            trained = CoupledTables(tables.first[:, buf.trained], tables.t[:, buf.trained])
-            old, f = coupled_logps_table(ctx.policy, traj[buf.trained], trained, ctx.config)
-            tables.old = on_rows(old, buf.trained, len(traj), dim=1)
-            forwards += f
-        if ctx.reference is not None:
-            with ctx.reference.active(ctx.policy.model) as ref:
-                tables.ref, f = coupled_logps_table(ref, traj, tables, ctx.config)
-            forwards += f
-        buf.tables = tables
+        first, t = torch.stack(firsts), torch.stack(levels)
+
+        def table(model, rows):
+            picked = (
+                CoupledTables(first, t)
+                if rows is None
+                else CoupledTables(first[:, rows], t[:, rows])
+            )
+            return coupled_logps_table(
+                model, traj if rows is None else traj[rows], picked, ctx.config
+            )
+
+        old, ref, forwards = old_and_reference(ctx, buf, table)
+        buf.tables = CoupledTables(first, t, old, ref)
         return forwards
 
     def calls(
@@ -173,11 +176,16 @@ class CoupledEstimator:
             ref = None if tables.ref is None else tables.ref[iteration][rows]
             adv = buf.advantages[rows][:, None].expand_as(logps)
             loss, terms, kl = token_loss(logps, old, adv, ref, ctx.config)
-            weights = buf.weights[rows] if stats is not None else torch.zeros_like(logps)
-            term = (weights * loss).sum()
-            if stats is not None:
-                stats.forwards += forwards
-                stats.add(buf.counted[rows], terms, kl, entropy, term.detach(), iteration == 0)
-            return term
+            return weighted_loss(
+                buf,
+                rows,
+                loss,
+                stats,
+                first_iteration=iteration == 0,
+                forwards=forwards,
+                terms=terms,
+                kl=kl,
+                entropy=entropy,
+            )
 
         return [call]

@@ -23,8 +23,9 @@ from dllm_rl.trainers.estimators.base import (
     StepContext,
     draw_per_chunk,
     group_relative,
-    on_rows,
+    old_and_reference,
     token_loss,
+    weighted_loss,
 )
 
 
@@ -62,19 +63,15 @@ class OneStepEstimator:
 
     def prepare(self, ctx: StepContext, buf: Buffer) -> int:
         g, temp = ctx.config.grpo, ctx.config.rollout.temperature
-        traj, n, size = buf.traj, len(buf.traj), g.per_device_batch_size
         masks = prompt_masks(ctx, buf)
-        tables, forwards = OneStepTables(torch.stack(masks)), 0
-        if g.num_iterations > 1 and len(buf.trained):
-            part = [m[buf.trained] for m in masks]
-            old, f = one_step_logps_table(ctx.policy, traj[buf.trained], part, temp, size)
-            tables.old = on_rows(old, buf.trained, n, dim=1)
-            forwards += f
-        if ctx.reference is not None:
-            with ctx.reference.active(ctx.policy.model) as ref:
-                tables.ref, f = one_step_logps_table(ref, traj, masks, temp, size)
-            forwards += f
-        buf.tables = tables
+
+        def table(model, rows):
+            picked = buf.traj if rows is None else buf.traj[rows]
+            chosen = masks if rows is None else [m[rows] for m in masks]
+            return one_step_logps_table(model, picked, chosen, temp, g.per_device_batch_size)
+
+        old, ref, forwards = old_and_reference(ctx, buf, table)
+        buf.tables = OneStepTables(torch.stack(masks), old, ref)
         return forwards
 
     def calls(
@@ -103,13 +100,16 @@ class OneStepEstimator:
             ref = None if tables.ref is None else tables.ref[iteration][rows]
             adv = buf.advantages[rows][:, None].expand_as(logps)
             loss, terms, kl = token_loss(logps, old, adv, ref, ctx.config)
-            weights = buf.weights[rows]
-            if stats is None:
-                weights = torch.zeros_like(weights)
-            term = (weights * loss).sum()
-            if stats is not None:
-                stats.forwards += 1
-                stats.add(buf.counted[rows], terms, kl, entropy, term.detach(), iteration == 0)
-            return term
+            return weighted_loss(
+                buf,
+                rows,
+                loss,
+                stats,
+                first_iteration=iteration == 0,
+                forwards=1,
+                terms=terms,
+                kl=kl,
+                entropy=entropy,
+            )
 
         return [call]

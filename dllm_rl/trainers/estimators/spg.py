@@ -29,7 +29,7 @@ from dllm_rl.trainers.estimators.base import (
     StepContext,
     draw_per_chunk,
     group_relative,
-    ratio_free_terms,
+    weighted_loss,
 )
 
 
@@ -125,19 +125,15 @@ class SPGEstimator:
                 upper = eubo_terms(draws, scored, counted, settings.eubo_beta)  # [n, L]
             terms = sandwich_terms(adv, lower, upper, settings.bound, settings.mix_weight)
             loss = -adv[:, None] * terms  # [n, L]
-            weights = buf.weights[rows] if stats is not None else torch.zeros_like(loss)
-            term = (weights * loss).sum()
-            if stats is not None:
-                stats.forwards += settings.num_t
-                stats.add(
-                    counted,
-                    ratio_free_terms(loss),
-                    None,
-                    entropy,
-                    term.detach(),
-                    iteration == 0,
-                    entropy_at=scored[:, 0],
-                )
-            return term
+            return weighted_loss(
+                buf,
+                rows,
+                loss,
+                stats,
+                first_iteration=iteration == 0,
+                forwards=settings.num_t,
+                entropy=entropy,
+                entropy_at=scored[:, 0],
+            )
 
         return [call]

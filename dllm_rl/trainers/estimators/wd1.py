@@ -27,7 +27,7 @@ from dllm_rl.trainers.estimators.base import (
     Call,
     LossStats,
     StepContext,
-    ratio_free_terms,
+    weighted_loss,
 )
 from dllm_rl.trainers.estimators.one_step import prompt_masks
 
@@ -76,12 +76,9 @@ class Wd1Estimator:
                 with_entropy=iteration == 0 and stats is not None,
             )  # [n, L]
             loss = -buf.advantages[rows][:, None] * logps  # [n, L]
-            weights = buf.weights[rows] if stats is not None else torch.zeros_like(logps)
-            term = (weights * loss).sum()
-            if stats is not None:
-                stats.forwards += 1
-                terms = ratio_free_terms(loss)
-                stats.add(buf.counted[rows], terms, None, entropy, term.detach(), iteration == 0)
-            return term
+            first = iteration == 0
+            return weighted_loss(
+                buf, rows, loss, stats, first_iteration=first, forwards=1, entropy=entropy
+            )
 
         return [call]
