@@ -5,6 +5,16 @@ with whole seconds, and a sympy simplification can hang inside C code where no s
 So every item is graded in a spawn-started worker under a hard wall-clock limit; a worker that
 overruns is killed and replaced, its item scores 0.0, and the rest of the batch carries on.
 
+Why not ``pebble.ProcessPool(...).schedule(fn, timeout=...)``: checked against pebble 5.2.3, it
+does the per-item limit well (the initializer's warm-up is not counted; a killed or crashed
+worker is replaced: ``TimeoutError``, ``ProcessExpired``). What it lacks is what this pool adds
+and its tests pin: a limit on a worker's start (a warm-up that hangs would block ``result()``
+forever); a start failure explained (pebble says ``BrokenProcessPool: All workers expired``;
+here the message tells a missing ``__main__`` guard, a script read from stdin and a worker killed
+by a signal apart, with the fix); workers that end within 0.25 s of a SIGKILLed trainer even in
+the middle of an item (an orphan watchdog); and Ctrl-C left to the parent. On pebble these would
+be the same code wrapped around another pool, so the pool stays ours.
+
 The answer is read from the completion in this order:
 
 1. the last complete ``<answer>...</answer>`` block: the last ``\boxed{}`` inside it if any, else
