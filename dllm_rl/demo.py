@@ -198,8 +198,8 @@ def _model(path: str | None, seed: int) -> dict[str, Any]:
 
 def sft_config(root: Path, seed: int, budget: Budget, device: str, **run: Any) -> Any:
     """Stage 1 (and, with ``resume_from`` and more ``max_steps``, the control)."""
-    from dllm_rl.config import SFTConfig
     from dllm_rl.run.cli import build_config
+    from dllm_rl.trainers.sft_config import SFTConfig
 
     data = {
         "run": {
@@ -222,8 +222,8 @@ def sft_config(root: Path, seed: int, budget: Budget, device: str, **run: Any) -
 
 def rl_config(root: Path, seed: int, budget: Budget, device: str, model_path: str) -> Any:
     """Stage 2: CJ-GRPO from the SFT weights at ``model_path``."""
-    from dllm_rl.config import GRPOConfig
     from dllm_rl.run.cli import build_config
+    from dllm_rl.trainers.grpo_config import GRPOConfig
 
     completions = budget.prompts_per_step * budget.num_generations
     data = {

@@ -30,7 +30,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: find the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dllm_rl.config import EvalDataConfig, EvalRecipe, ModelConfig  # noqa: E402
+from dllm_rl.config import ModelConfig  # noqa: E402
+from dllm_rl.eval_config import EvalDataConfig, EvalRecipe
 from dllm_rl.eval_results import (  # noqa: E402
     EvalResults,
     ShardStats,

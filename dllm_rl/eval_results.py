@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dllm_rl.config import EvalRecipe
+from dllm_rl.eval_config import EvalRecipe
 from dllm_rl.rollout.config import SamplerConfig
 from dllm_rl.run.build import ModelSource
 from dllm_rl.run.cli import to_yaml

@@ -45,22 +45,22 @@ class Algorithm:
 
 
 def _grpo() -> Algorithm:
-    from dllm_rl.config import GRPOConfig
     from dllm_rl.trainers import grpo
+    from dllm_rl.trainers.grpo_config import GRPOConfig
 
     return Algorithm(lambda: GRPOConfig, grpo.check, grpo.run)
 
 
 def _sft() -> Algorithm:
-    from dllm_rl.config import SFTConfig
     from dllm_rl.trainers import sft
+    from dllm_rl.trainers.sft_config import SFTConfig
 
     return Algorithm(lambda: SFTConfig, sft.check, sft.run)
 
 
 def _preference() -> Algorithm:
-    from dllm_rl.config import PreferenceConfig
     from dllm_rl.trainers import preference
+    from dllm_rl.trainers.preference_config import PreferenceConfig
 
     return Algorithm(lambda: PreferenceConfig, preference.check, preference.run)
 

@@ -37,9 +37,9 @@ def run_budget(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from bench_train import PhaseMemory
 
-    from dllm_rl.config import PreferenceConfig
     from dllm_rl.run.cli import build_config
     from dllm_rl.trainers.preference import build_trainer
+    from dllm_rl.trainers.preference_config import PreferenceConfig
 
     torch.set_num_threads(args.threads)
     config = build_config(

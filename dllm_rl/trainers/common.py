@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 
-from dllm_rl.config import TrainerConfig
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.run.build import (
     Reference,
@@ -72,6 +71,12 @@ from dllm_rl.run.rundir import (
     create_run_dir,
     wipe_run,
 )
+from dllm_rl.trainers.grpo_config import GRPOConfig
+from dllm_rl.trainers.preference_config import PreferenceConfig
+from dllm_rl.trainers.sft_config import SFTConfig
+
+TrainerConfig = GRPOConfig | SFTConfig | PreferenceConfig
+"""The config of any trainer: each has ``run``, ``model`` and ``training`` sections."""
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from dllm_rl.config import BatchPlan, GRPOConfig
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.objectives.grpo import (
     counted_positions,
@@ -60,6 +59,7 @@ from dllm_rl.trainers.estimators import (
     StepContext,
     get_estimator,
 )
+from dllm_rl.trainers.grpo_config import BatchPlan, GRPOConfig
 
 logger = logging.getLogger(__name__)
 

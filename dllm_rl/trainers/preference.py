@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from dllm_rl.config import PreferenceConfig
 from dllm_rl.data.preference import (
     PreferenceBatch,
     PreferenceExample,
@@ -43,6 +42,7 @@ from dllm_rl.trainers.common import (
     run_calls,
     shard_bounds,
 )
+from dllm_rl.trainers.preference_config import PreferenceConfig
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from dllm_rl.config import SFTConfig
 from dllm_rl.data.sft import SFTExample, collate_sft, load_sft, tokenize_sft
 from dllm_rl.objectives.mdlm import draw_sft_masks, mdlm_sft_loss
 from dllm_rl.run.build import derive_seed, generator
@@ -31,6 +30,7 @@ from dllm_rl.trainers.common import (
     run_calls,
     shard_bounds,
 )
+from dllm_rl.trainers.sft_config import SFTConfig
 
 logger = logging.getLogger(__name__)
 

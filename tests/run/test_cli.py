@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from dllm_rl.config import LR_SCHEDULERS, GRPOConfig
+from dllm_rl.config import LR_SCHEDULERS
 from dllm_rl.run.cli import (
     ConfigError,
     build_config,
@@ -17,6 +17,7 @@ from dllm_rl.run.cli import (
     recipe_names,
     to_dict,
 )
+from dllm_rl.trainers.grpo_config import GRPOConfig
 
 
 def test_overrides_are_nested_and_run_keys_move_under_run():

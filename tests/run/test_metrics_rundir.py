@@ -54,7 +54,7 @@ def test_wandb_goes_offline_without_an_api_key(tmp_path, monkeypatch):
 
 
 def test_run_directory_records_what_ran(tmp_path):
-    from dllm_rl.config import GRPOConfig
+    from dllm_rl.trainers.grpo_config import GRPOConfig
 
     run = create_run_dir(tmp_path / "r", GRPOConfig(), ["recipe=x", "seed=1"], num_processes=2)
     meta = json.loads((run.root / "meta.json").read_text())
@@ -66,7 +66,7 @@ def test_run_directory_records_what_ran(tmp_path):
 
 
 def test_a_resumed_run_keeps_its_history(tmp_path):
-    from dllm_rl.config import GRPOConfig
+    from dllm_rl.trainers.grpo_config import GRPOConfig
 
     create_run_dir(tmp_path, GRPOConfig(), ["recipe=x", "max_steps=2"])
     create_run_dir(tmp_path, GRPOConfig(), ["recipe=x", "max_steps=4", "resume_from=latest"])

@@ -7,11 +7,11 @@ import time
 import pytest
 import torch
 
-from dllm_rl.config import RATIO_FREE, GRPOConfig
 from dllm_rl.run.cli import build_config, merge
 from dllm_rl.run.metrics import read_metrics
 from dllm_rl.trainers.estimators import ESTIMATORS, LossStats
 from dllm_rl.trainers.grpo import build_trainer
+from dllm_rl.trainers.grpo_config import RATIO_FREE, GRPOConfig
 
 LETTERS = "abcd"
 RECORDS = [{"prompt": f"write {x}:", "letter": x} for x in LETTERS]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dllm_rl.config import PreferenceConfig, SFTConfig
 from dllm_rl.run.cli import build_config, merge
 from dllm_rl.run.metrics import read_metrics
 from dllm_rl.trainers import preference, sft
+from dllm_rl.trainers.preference_config import PreferenceConfig
+from dllm_rl.trainers.sft_config import SFTConfig
 
 
 def sft_trainer(tmp_path, rows=None, eval_rows=None, **sections):

@@ -19,11 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from dllm_rl import train
-from dllm_rl.config import RATIO_FREE
 from dllm_rl.run.cli import recipe_names
 from dllm_rl.run.metrics import read_metrics
 from dllm_rl.trainers import common
 from dllm_rl.trainers.estimators import ESTIMATORS
+from dllm_rl.trainers.grpo_config import RATIO_FREE
 
 # recipe -> overrides that keep it small, exercise a non-constant schedule, and (for RL) dropout
 RECIPES = {

@@ -24,11 +24,11 @@ from typing import Any, Protocol
 
 import torch
 
-from dllm_rl.config import GRPOConfig
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.objectives.grpo import SurrogateTerms, clipped_surrogate, group_advantages, k3_kl
 from dllm_rl.rollout.trajectory import Trajectory
 from dllm_rl.run.build import Reference
+from dllm_rl.trainers.grpo_config import GRPOConfig
 
 Call = Callable[[], torch.Tensor]
 """One forward/backward unit of a step: runs its forward(s) and returns the loss to

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 
-from dllm_rl.config import GRPOConfig
 from dllm_rl.models.adapter import DiffusionLM
 from dllm_rl.objectives.coupled import coupled_masks, coupled_token_logps
 from dllm_rl.objectives.logps import masked_logps, one_step_logps
@@ -35,6 +34,7 @@ from dllm_rl.trainers.estimators.base import (
     token_loss,
     weighted_loss,
 )
+from dllm_rl.trainers.grpo_config import GRPOConfig
 
 
 @dataclass

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-from dllm_rl.config import GRPOConfig
 from dllm_rl.objectives.logps import draw_prompt_mask, one_step_logps, one_step_logps_table
 from dllm_rl.trainers.estimators.base import (
     Buffer,
@@ -27,6 +26,7 @@ from dllm_rl.trainers.estimators.base import (
     token_loss,
     weighted_loss,
 )
+from dllm_rl.trainers.grpo_config import GRPOConfig
 
 
 @dataclass

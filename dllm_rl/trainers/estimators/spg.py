@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 
-from dllm_rl.config import GRPOConfig
 from dllm_rl.objectives.logps import masked_logps
 from dllm_rl.objectives.spg import block_masks, elbo_terms, eubo_terms, sandwich_terms
 from dllm_rl.trainers.estimators.base import (
@@ -31,6 +30,7 @@ from dllm_rl.trainers.estimators.base import (
     group_relative,
     weighted_loss,
 )
+from dllm_rl.trainers.grpo_config import GRPOConfig
 
 
 @dataclass

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from dllm_rl.config import GRPOConfig
 from dllm_rl.objectives.logps import trajectory_logps_table, trajectory_step_logps
 from dllm_rl.trainers.estimators.base import (
     Buffer,
@@ -27,6 +26,7 @@ from dllm_rl.trainers.estimators.base import (
     on_rows,
     token_loss,
 )
+from dllm_rl.trainers.grpo_config import GRPOConfig
 
 
 @dataclass

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from dllm_rl.config import GRPOConfig
 from dllm_rl.objectives.grpo import group_advantages
 from dllm_rl.objectives.logps import one_step_logps
 from dllm_rl.objectives.wd1 import wd1_coefficients
@@ -30,6 +29,7 @@ from dllm_rl.trainers.estimators.base import (
     weighted_loss,
 )
 from dllm_rl.trainers.estimators.one_step import prompt_masks
+from dllm_rl.trainers.grpo_config import GRPOConfig
 
 
 @dataclass
