@@ -59,7 +59,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_rollout's shap
 from bench_rollout import DTYPES, LLADA_SHAPES  # noqa: E402
 from bench_rollout import build_model as build_llada  # noqa: E402
 
-from dllm_rl.config import GRPOConfig  # noqa: E402
 from dllm_rl.devices import pick_device  # noqa: E402
 from dllm_rl.models.adapter import DiffusionLM  # noqa: E402
 from dllm_rl.rollout.config import SamplerConfig  # noqa: E402
@@ -69,6 +68,7 @@ from dllm_rl.run.cli import build_config  # noqa: E402
 from dllm_rl.run.rundir import RunDir  # noqa: E402
 from dllm_rl.trainers.common import Session  # noqa: E402
 from dllm_rl.trainers.grpo import GRPOTrainer  # noqa: E402
+from dllm_rl.trainers.grpo_config import GRPOConfig  # noqa: E402
 from rewards.registry import RewardBatch  # noqa: E402
 
 # Tiny shapes: wide enough that the saved activations of one training forward (8 completions x
