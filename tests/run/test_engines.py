@@ -159,6 +159,15 @@ def test_one_step_estimator_under_zero2_equals_one_process(baseline, tmp_path):
     compare(baseline("cj_grpo_tiny", *extra), tmp_path, "zero2")
 
 
+def test_coupled_estimator_under_zero3_equals_one_process(baseline, tmp_path):
+    """A new estimator on sharded parameters: coupled-GRPO (3 forwards per call, old and
+    reference passes under the gathered full parameters, mu = 2) under ZeRO-3 equals one
+    process."""
+    extra = ["max_steps=2", "eval_steps=0", "grpo.estimator=coupled", "grpo.num_iterations=2"]
+    launch("zero3", "cj_grpo_tiny", tmp_path, *extra)
+    compare(baseline("cj_grpo_tiny", *extra), tmp_path, "zero3")
+
+
 @pytest.mark.parametrize("recipe", ["sft_tiny", "vrpo_tiny"])
 def test_likelihood_trainers_under_zero3_equal_one_process(recipe, baseline, tmp_path):
     extra = ["max_steps=2", "eval_steps=2"]
