@@ -162,6 +162,24 @@ def draw_prompt_mask(
     return (u < p_mask_prompt) & prompt_mask.bool()  # [B, P]
 
 
+def masked_input(
+    model: DiffusionLM,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    masked_prompt: torch.Tensor,
+    masked_completion: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[B, P+L]`` ids with [MASK] at the masked prompt and completion positions, and the
+    padding mask (None when nothing is padded, as the sampler passes it)."""
+    mask_id = model.mask_token_id
+    prompt = torch.where(masked_prompt.bool(), mask_id, prompt_ids.long())  # [B, P]
+    completion = torch.where(masked_completion.bool(), mask_id, completion_ids.long())  # [B, L]
+    ones = torch.ones_like(completion_ids, dtype=prompt_mask.dtype)  # [B, L]
+    attention = torch.cat([prompt_mask, ones], dim=1)  # [B, P+L]
+    return torch.cat([prompt, completion], dim=1), _padding_or_none(attention)
+
+
 def one_step_logps(
     model: DiffusionLM,
     prompt_ids: torch.Tensor,
@@ -200,13 +218,12 @@ def one_step_logps(
             f"{tuple(prompt_mask.shape)}, masked_prompt {tuple(masked_prompt.shape)}, "
             f"completion_ids {tuple(completion_ids.shape)}"
         )
-    mask_id = model.mask_token_id
-    prompt = torch.where(masked_prompt.bool(), mask_id, prompt_ids.long())  # [B, P]
-    ids = torch.cat([prompt, torch.full_like(completion_ids.long(), mask_id)], dim=1)  # [B, P+L]
-    ones = torch.ones_like(completion_ids, dtype=prompt_mask.dtype)  # [B, L]
-    attention = torch.cat([prompt_mask, ones], dim=1)  # [B, P+L]
-    logits = model.logits(ids, _padding_or_none(attention), positions=slice(p, p + length))
-    excluded = None if model.mask_in_softmax else mask_id
+    everything = torch.ones_like(completion_ids, dtype=torch.bool)  # [B, L]
+    ids, attention = masked_input(
+        model, prompt_ids, prompt_mask, completion_ids, masked_prompt, everything
+    )
+    logits = model.logits(ids, attention, positions=slice(p, p + length))
+    excluded = None if model.mask_in_softmax else model.mask_token_id
     return token_logps(logits, completion_ids, temperature, excluded, with_entropy)  # [B, L]
 
 
@@ -244,16 +261,13 @@ def masked_logps(
     """
     _check_temperature(temperature)
     p = prompt_ids.shape[1]
-    mask_id = model.mask_token_id
-    prompt = torch.where(masked_prompt.bool(), mask_id, prompt_ids.long())  # [B, P]
-    completion = torch.where(masked_completion.bool(), mask_id, completion_ids.long())  # [B, L]
-    ids = torch.cat([prompt, completion], dim=1)  # [B, P+L]
-    ones = torch.ones_like(completion_ids, dtype=prompt_mask.dtype)  # [B, L]
-    attention = torch.cat([prompt_mask, ones], dim=1)  # [B, P+L]
+    ids, attention = masked_input(
+        model, prompt_ids, prompt_mask, completion_ids, masked_prompt, masked_completion
+    )
     positions, valid = masked_positions(masked_completion.bool())  # [B, K] each
-    logits = model.logits(ids, _padding_or_none(attention), positions=positions + p)  # [B, K, V]
+    logits = model.logits(ids, attention, positions=positions + p)  # [B, K, V]
     tokens = completion_ids.gather(1, positions)  # [B, K]
-    excluded = None if model.mask_in_softmax else mask_id
+    excluded = None if model.mask_in_softmax else model.mask_token_id
     logps, entropy = token_logps(logits, tokens, temperature, excluded, with_entropy)  # [B, K]
 
     def spread(values: torch.Tensor) -> torch.Tensor:  # [B, K] -> [B, L]; dummies are distinct

@@ -247,11 +247,16 @@ def _section_defaults(f: dataclasses.Field, sub: type) -> dict[str, Any]:
     made = factory()
     if not isinstance(made, sub):
         return {}
-    plain = sub()
+
+    def class_default(g: dataclasses.Field) -> Any:
+        if g.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            return g.default_factory()  # type: ignore[misc]
+        return g.default
+
     return {
         g.name: getattr(made, g.name)
         for g in dataclasses.fields(sub)
-        if getattr(made, g.name) != getattr(plain, g.name)
+        if getattr(made, g.name) != class_default(g)
     }
 
 

@@ -17,7 +17,7 @@ LETTERS = "abcd"
 RECORDS = [{"prompt": f"write {x}:", "letter": x} for x in LETTERS]
 
 
-def make_trainer(tmp_path, **sections):
+def make_trainer(tmp_path, eval_records=None, **sections):
     base = {
         "run": {"max_steps": 2, "output_dir": str(tmp_path / "run"), "log_samples": 2},
         "model": {"name_or_path": "tiny"},
@@ -33,7 +33,7 @@ def make_trainer(tmp_path, **sections):
         "training": {"lr": 1e-3},
     }
     config = build_config(GRPOConfig, merge(base, sections))
-    return build_trainer(config, "test", [], records=RECORDS)
+    return build_trainer(config, "test", [], records=RECORDS, eval_records=eval_records)
 
 
 def grads(trainer, buf, iteration=0):
@@ -382,26 +382,12 @@ def test_grpo_runs_on_the_shared_loop_with_an_evaluation_at_step_0_and_hooks(tmp
     """GRPO trains through TrainLoop.run like SFT and VRPO: a held-out evaluation before the
     first step, then every eval_steps; each evaluation's hooks run in order, the later ones
     seeing the earlier ones' metrics, and what they return is logged."""
-    config = build_config(
-        GRPOConfig,
-        merge(
-            {
-                "run": {"max_steps": 2, "eval_steps": 2, "output_dir": str(tmp_path / "run")},
-                "model": {"name_or_path": "tiny"},
-                "rewards": ["tests.trainers.fixtures:letter_fraction"],
-                "rollout": {"gen_length": 8, "schedule": "ascending", "temperature": 1.0},
-                "grpo": {
-                    "prompts_per_step": 2,
-                    "num_generations": 4,
-                    "per_device_batch_size": 8,
-                    "generation_batch_size": 8,
-                },
-                "eval": {"prompts": 2, "temperature": 1.0},
-            },
-            {},
-        ),
+    trainer = make_trainer(
+        tmp_path,
+        eval_records=RECORDS[:2],
+        run={"max_steps": 2, "eval_steps": 2, "output_dir": str(tmp_path / "run")},
+        eval={"prompts": 2, "temperature": 1.0},
     )
-    trainer = build_trainer(config, "test", [], records=RECORDS, eval_records=RECORDS[:2])
     seen = []
     trainer.eval_hooks += [
         lambda step, metrics: {"eval/extra": 10.0 + step},

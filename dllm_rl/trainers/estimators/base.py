@@ -118,6 +118,13 @@ def group_relative(rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
     return group_advantages(rewards, g.num_generations, g.scale_rewards)
 
 
+class GroupRelative:
+    """The ``advantages`` of every estimator but wd1: GRPO's group-relative advantages."""
+
+    def advantages(self, rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
+        return group_relative(rewards, config)
+
+
 def ratio_free_terms(loss: torch.Tensor) -> SurrogateTerms:
     """The statistics of an objective without an importance ratio (SPG, wd1): the ratio is 1 and
     nothing is clipped, so ``ratio_mean`` reads 1 and the clip fractions 0."""

@@ -26,10 +26,10 @@ from dllm_rl.rollout.trajectory import Trajectory
 from dllm_rl.trainers.estimators.base import (
     Buffer,
     Call,
+    GroupRelative,
     LossStats,
     StepContext,
     draw_per_chunk,
-    group_relative,
     old_and_reference,
     token_loss,
     weighted_loss,
@@ -115,11 +115,8 @@ def coupled_logps_table(
     return torch.stack(out), forwards
 
 
-class CoupledEstimator:
+class CoupledEstimator(GroupRelative):
     name = "coupled"
-
-    def advantages(self, rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
-        return group_relative(rewards, config)
 
     def prepare(self, ctx: StepContext, buf: Buffer) -> int:
         g, traj = ctx.config.grpo, buf.traj

@@ -18,15 +18,14 @@ from dllm_rl.objectives.logps import draw_prompt_mask, one_step_logps, one_step_
 from dllm_rl.trainers.estimators.base import (
     Buffer,
     Call,
+    GroupRelative,
     LossStats,
     StepContext,
     draw_per_chunk,
-    group_relative,
     old_and_reference,
     token_loss,
     weighted_loss,
 )
-from dllm_rl.trainers.grpo_config import GRPOConfig
 
 
 @dataclass
@@ -55,11 +54,8 @@ def prompt_masks(ctx: StepContext, buf: Buffer) -> list[torch.Tensor]:
     ]
 
 
-class OneStepEstimator:
+class OneStepEstimator(GroupRelative):
     name = "one_step"
-
-    def advantages(self, rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
-        return group_relative(rewards, config)
 
     def prepare(self, ctx: StepContext, buf: Buffer) -> int:
         g, temp = ctx.config.grpo, ctx.config.rollout.temperature

@@ -24,10 +24,10 @@ from dllm_rl.objectives.spg import block_masks, elbo_terms, eubo_terms, sandwich
 from dllm_rl.trainers.estimators.base import (
     Buffer,
     Call,
+    GroupRelative,
     LossStats,
     StepContext,
     draw_per_chunk,
-    group_relative,
     weighted_loss,
 )
 from dllm_rl.trainers.grpo_config import GRPOConfig
@@ -56,11 +56,8 @@ def spg_block_length(config: GRPOConfig) -> int:
     return r.gen_length // r.num_blocks if r.num_blocks else r.gen_length
 
 
-class SPGEstimator:
+class SPGEstimator(GroupRelative):
     name = "spg"
-
-    def advantages(self, rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
-        return group_relative(rewards, config)
 
     def prepare(self, ctx: StepContext, buf: Buffer) -> int:
         g, traj = ctx.config.grpo, buf.traj

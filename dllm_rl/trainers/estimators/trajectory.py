@@ -20,13 +20,12 @@ from dllm_rl.objectives.logps import trajectory_logps_table, trajectory_step_log
 from dllm_rl.trainers.estimators.base import (
     Buffer,
     Call,
+    GroupRelative,
     LossStats,
     StepContext,
-    group_relative,
     on_rows,
     token_loss,
 )
-from dllm_rl.trainers.grpo_config import GRPOConfig
 
 
 @dataclass
@@ -40,11 +39,8 @@ class TrajectoryTables:
     ref: torch.Tensor | None = None
 
 
-class TrajectoryEstimator:
+class TrajectoryEstimator(GroupRelative):
     name = "trajectory"
-
-    def advantages(self, rewards: torch.Tensor, config: GRPOConfig) -> torch.Tensor:
-        return group_relative(rewards, config)
 
     def prepare(self, ctx: StepContext, buf: Buffer) -> int:
         g, temp = ctx.config.grpo, ctx.config.rollout.temperature
