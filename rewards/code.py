@@ -16,7 +16,7 @@ The columns contract (dataset loaders build HumanEval and MBPP records to match 
   candidate's later definition wins.
 - ``entry_point: str | None``: the function under test.
 
-Two sandboxed programs per completion (:mod:`rewards.sandbox_remote`): the **servant** runs the
+Two sandboxed programs per completion (``rewards/sandbox/programs/judge.py``): the **servant** runs the
 setup's imports, then the candidate code (behind the prefix), in its own interpreter, and answers
 requests;
 the **judge** runs the trusted code (the prefix when it is a complete program, so that its helpers
@@ -56,7 +56,7 @@ from typing import Any
 
 from .extract import completion_text
 from .sandbox import SandboxResult, max_concurrency_default, run_linked
-from .sandbox_remote import free_names, judge_source, servant_source
+from .sandbox.sources import judge_source, servant_source
 
 RewardFunction = Callable[..., list[float | None]]
 
@@ -171,7 +171,7 @@ def _parse(code: str) -> ast.Module | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# The two programs: the servant runs the candidate, the judge runs the tests (rewards.sandbox_remote).
+# The two programs: the servant runs the candidate, the judge runs the tests (rewards/sandbox/programs/).
 
 
 def build_program(
@@ -181,7 +181,7 @@ def build_program(
     entry_point: str | None = None,
 ) -> str:
     """The servant program: runs the candidate's code, then answers the judge's requests (it
-    calls :func:`rewards.sandbox_remote.servant_source`, the preamble it runs behind)."""
+    calls :func:`rewards.sandbox.sources.servant_source`, the preamble it runs behind)."""
     data = {
         "code": assemble_candidate(code, code_prefix, entry_point),
         "imports": setup_imports(test_setup or ""),
@@ -210,8 +210,25 @@ def setup_imports(test_setup: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _free_names(sources: tuple[str, ...]) -> list[str]:
-    return free_names(sources)
+def free_names(sources: tuple[str, ...]) -> list[str]:
+    """Names the sources read but never bind (assignment, import, def, class): what the tests
+    need from the candidate. Computed by the caller, so that the judge starts without ``ast``."""
+    loaded, bound = set(), set()
+    for source in sources:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                tree = ast.parse(source)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.alias):
+                bound.add((node.asname or node.name).split(".")[0])
+    return sorted(loaded - bound)
 
 
 def build_judge(
@@ -223,14 +240,14 @@ def build_judge(
 ) -> str:
     """The judge program: runs the trusted ``code_prefix`` (when it is a complete program),
     ``test_setup`` and ``tests`` against proxies of the candidate's names, and reports (behind
-    :func:`rewards.sandbox_remote.judge_source`)."""
+    :func:`rewards.sandbox.sources.judge_source`)."""
     data = {
         "prefix": code_prefix if code_prefix and _parses(code_prefix) else "",
         "setup": test_setup or "",
         "tests": list(tests),
         "entry_point": entry_point or "",
         "budget_s": float(budget_s),
-        "free_names": _free_names((test_setup or "", *tests)),
+        "free_names": free_names((test_setup or "", *tests)),
     }
     return f"_judge_main({data!r})\n"
 
@@ -317,8 +334,6 @@ def grade_code(
         programs.append((servant, judge))
         rows.append(i)
 
-    # Built here, before the threads: inspect.getsource parses with ast, and CPython 3.11's AST
-    # constructor is not thread-safe ("AST constructor recursion depth mismatch").
     servant_preamble, judge_preamble = servant_source(), judge_source()
 
     def run(pair: tuple[str, str]) -> tuple[SandboxResult, SandboxResult]:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", default=None, help="another commit to measure too")
     parser.add_argument("--n", type=int, default=8, help="completions of each kind")
     args = parser.parse_args(argv)
-    from rewards.sandbox_redteam import _REPORT_FLOOD
+    from tests.attacks.redteam import _REPORT_FLOOD
 
     job = {"honest": HONEST, "flood": f"```python\n{_REPORT_FLOOD}\n```", "n": args.n}
     rows = {}

@@ -1,7 +1,7 @@
 """Grader self-check: every dataset's gold answers, written the way a model would write them, must
 score 1.0; the same answers shuffled across rows must score near chance; and the code sandbox must
 report its isolation layers and contain a suite of hostile programs and the code grader's
-red-team suite (``rewards.sandbox_redteam``).
+red-team suite (``tests/attacks/redteam.py``).
 
     python scripts/check_rewards.py --data ../shared/data --out outputs/check_rewards.json
     python scripts/check_rewards.py --datasets gsm8k,countdown --limit 50 --out /tmp/check.json
@@ -263,7 +263,7 @@ def isolation_report() -> dict[str, list[str]]:
     """The isolation layers a sandboxed program gets here, by default and in each forced
     degraded mode (what a host without namespaces, or a non-root caller, would get)."""
     from rewards.sandbox import run_program
-    from rewards.sandbox_redteam import DEGRADED
+    from tests.attacks.redteam import DEGRADED
 
     modes = {"default": {}, **DEGRADED}
     layers = {}
@@ -280,8 +280,8 @@ def run_sandbox_suite() -> dict[str, Any]:
     the code grader (issue 10); ``all_contained`` counts a case the machine has no layer for
     (``contained`` is ``None``) as not failed, and lists it under ``not_applicable``."""
     from rewards.sandbox import network_isolation_available
-    from rewards.sandbox_hostile import run_hostile_suite
-    from rewards.sandbox_redteam import run_redteam_suite
+    from tests.attacks.hostile import run_hostile_suite
+    from tests.attacks.redteam import run_redteam_suite
 
     start = time.perf_counter()
     layers = isolation_report()

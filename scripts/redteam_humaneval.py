@@ -1,5 +1,5 @@
 """HumanEval against a completion that implements nothing: the probe-and-replay attack of the
-red-team suite (``rewards.sandbox_redteam.PROBE_AND_REPLAY``) and the gold solutions, graded by
+red-team suite (``tests.attacks.redteam.PROBE_AND_REPLAY``) and the gold solutions, graded by
 this checkout and, with ``--against``, by another commit (checked out in a temporary worktree),
 in one run:
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="local dataset copies")
     parser.add_argument("--against", default=None, help="another commit to grade with too")
     args = parser.parse_args(argv)
-    from rewards.sandbox_redteam import PROBE_AND_REPLAY
+    from tests.attacks.redteam import PROBE_AND_REPLAY
 
     attack = f"```python\n{PROBE_AND_REPLAY}\n```"
     rows = {}

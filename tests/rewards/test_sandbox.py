@@ -26,7 +26,7 @@ from rewards.sandbox import (
     run_program,
     run_programs,
 )
-from rewards.sandbox_hostile import pids_of_uid, run_hostile_suite
+from tests.attacks.hostile import pids_of_uid, run_hostile_suite
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux"),
@@ -98,7 +98,7 @@ def test_killed_by_signal() -> None:
 def test_infrastructure_failure_is_an_error_not_a_result(
     monkeypatch: pytest.MonkeyPatch, fork_server: str
 ) -> None:
-    from rewards import sandbox_zygote
+    from rewards.sandbox import zygote as sandbox_zygote
 
     monkeypatch.setenv("DLLM_RL_SANDBOX_FORKSERVER", fork_server)
     monkeypatch.setattr(sandbox_zygote, "_SERVERS", {})  # a fork server starts afresh
@@ -108,7 +108,7 @@ def test_infrastructure_failure_is_an_error_not_a_result(
 
 
 def test_a_dead_fork_server_is_replaced() -> None:
-    from rewards import sandbox_zygote
+    from rewards.sandbox import zygote as sandbox_zygote
 
     if not sandbox_zygote.enabled():
         pytest.skip("no fork server here")

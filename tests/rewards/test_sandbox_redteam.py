@@ -1,6 +1,6 @@
 """The red-team suites of issues 10 and 17, and direct pins of each finding of the reviews.
 
-The suite (``rewards.sandbox_redteam``) runs once per module; each of its cases is one test. The
+The suite (``tests/attacks/redteam.py``) runs once per module; each of its cases is one test. The
 other tests pin a finding each with the smallest program that showed it: before the fix, every
 one of them failed (a reward of 1.0 or ``None``, a connection, a descriptor, a process or a
 folder left behind, minutes of regex).
@@ -17,8 +17,8 @@ import pytest
 
 from rewards.code import code_format_score, extract_code, fenced_blocks, grade_code
 from rewards.sandbox import run_program
-from rewards.sandbox_isolation import WORKDIR_PREFIX, sweep_stale
-from rewards.sandbox_redteam import run_redteam_suite
+from rewards.sandbox.isolation import WORKDIR_PREFIX, sweep_stale
+from tests.attacks.redteam import run_redteam_suite
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux"),

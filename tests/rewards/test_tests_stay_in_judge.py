@@ -26,7 +26,7 @@ import pytest
 
 from rewards.code import assemble_candidate, build_judge, build_program
 from rewards.sandbox import run_linked
-from rewards.sandbox_remote import judge_source, servant_source
+from rewards.sandbox.sources import judge_source, servant_source
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux"),

@@ -10,8 +10,8 @@ this machine lets us create control groups (root, or a delegated subtree), each 
 
 Groups of finished runs are kept, empty, for the next run (:func:`acquire`, :func:`release`).
 The program's first process joins them before it forks anything (in the sandbox, before the
-privilege drop: ``rewards.sandbox_isolation._boot_join_cgroups``); the parent removes them after the run and, at start-up,
-removes those left by a process that is gone (:func:`sweep_cgroups`). The layer is reported as
+privilege drop: ``_boot_enter`` in ``programs/boot.py``); the parent removes them after the run
+and, at start-up, removes those left by a process that is gone (:func:`sweep_cgroups`). The layer is reported as
 ``cgroup-v2`` or ``cgroup-v1`` with the controllers it holds; without one, memory is bounded per
 process only.
 """

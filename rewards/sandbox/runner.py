@@ -1,54 +1,7 @@
-"""Run untrusted, model-generated Python in a throwaway, locked-down process.
-
-One call to :func:`run_program` starts one fresh interpreter (``python -I -S -B``: isolated mode,
-no site-packages, no bytecode files; forked from a pre-started one, :mod:`rewards.sandbox_zygote`)
-with an environment scrubbed of the parent's variables, stdin on ``/dev/null`` and a fresh
-working directory, and returns a typed :class:`SandboxResult`.
-Layers, each used where the OS allows it (``SandboxResult.isolation`` lists those a run got):
-
-- **always**: resource limits (address space, CPU seconds, processes, open files, file size, no
-  core dumps), its own session, a wall-clock timeout after which the program and every descendant
-  is killed (in a pid namespace with it; otherwise the supervisor is a child subreaper, so
-  ``setsid`` daemons come back to it and are killed), output read with a cap, no descriptor but
-  stdio and its own pipes (the supervisor's records travel on one the program never holds), no
-  new privileges, not dumpable (no ptrace by its own uid), a parent-death signal;
-- **Landlock** (``landlock-writes``; ``landlock-scoped`` from ABI 6): files are created or
-  written only beneath its working directory; no signals or abstract sockets outside its sandbox;
-- **seccomp** (``seccomp-no-unix-sockets``): no ``AF_UNIX`` socket can be created, so no socket
-  file can be connected to; no io_uring; other syscall ABIs are killed;
-- **cgroup** (``cgroup-v2:...``/``cgroup-v1:...``, :mod:`rewards.sandbox_cgroup`): ``memory_mb``
-  and ``max_processes`` for the whole program, where a cgroup can be created;
-- **running as root**: an unprivileged uid leased for this run only (``uid=N``); where no such uid
-  is mapped (a container mapping only root) it keeps uid 0 but loses every capability
-  (``no-capabilities``), as it does inside a user namespace of its own;
-- **root or unprivileged user namespaces**: network (``net``: no interface, not even loopback),
-  pid (``pid``), ipc and mount namespaces; in the mount namespace a minimal root
-  (``minimal-root``, ``read-only-fs``: ``pivot_root`` into the system libraries and the
-  interpreter's files, read-only, five device files, a private size-capped ``/tmp`` that is its
-  working directory, ``private-tmp``, and its own ``/proc``, ``private-proc``).
-
-Forced degraded modes (tests, debugging): ``namespaces=False`` or
-``$DLLM_RL_SANDBOX_NAMESPACES=0``; ``drop_uid=False`` or ``$DLLM_RL_SANDBOX_DROP_UID=0`` (how a
-non-root caller runs); ``$DLLM_RL_SANDBOX_SECCOMP=0``, ``$DLLM_RL_SANDBOX_LANDLOCK=0``,
-``$DLLM_RL_SANDBOX_CGROUP=0``. Without a mount namespace the program reads the whole file system
-(and, as root dropping to a uid, imports only a preloaded set of standard modules when the
-interpreter lives under a private home: ``preimported-stdlib``); without a network namespace it
-reaches the network (``network_isolated`` says so).
-
-Not covered: CPU shares between programs, reading world-readable files inside the minimal root
-(``/usr``, the interpreter's folders), kernel exploits.
-
-How a program reports a result: the sandbox puts ``__sandbox_report__(text)`` in the program's
-globals; each call writes ``text`` to a report pipe (at most 4 MiB, else ``report_overflow`` and
-no report). A report is what the program says: graders that must not trust the program judge
-elsewhere (:func:`run_linked`, which the code reward uses; :mod:`rewards.sandbox_remote`), and
-there the untrusted program gets no report channel at all.
-
-The code is split by concept: this module is the public API and the parent side (spawning,
-collecting output and results); :mod:`rewards.sandbox_isolation` holds the uid leasing, the sweep
-of leftovers and the code that runs inside the sandbox process (namespaces, mounts, Landlock,
-seccomp, limits, privileges); :mod:`rewards.sandbox_hostile` and :mod:`rewards.sandbox_redteam`
-hold the suites that check all of it.
+"""The sandbox's public API and parent side: start a program (through the fork server or a fresh
+interpreter), feed it its boot code and configuration, collect its output, records and report
+within their caps, and kill what is left at the deadline. :mod:`rewards.sandbox` describes the
+isolation layers each run gets.
 """
 
 from __future__ import annotations
@@ -72,16 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from . import sandbox_cgroup, sandbox_zygote
-from .sandbox_isolation import (
-    BOOT_STUB,
-    WORKDIR_PREFIX,
-    boot_code,
-    kill_all_of_uid,
-    lease_uid,
-    owner_tag,
-    sweep_stale,
-)
+from . import cgroup, zygote
+from .isolation import WORKDIR_PREFIX, kill_all_of_uid, lease_uid, owner_tag, sweep_stale
+from .sources import BOOT_STUB, boot_code
 
 logger = logging.getLogger(__name__)
 
@@ -446,7 +392,7 @@ def _run(
         workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{owner_tag()}-")
         if config["cgroup"]:
             name = os.path.basename(workdir)  # carries the owner, for the start-up sweep
-            group = sandbox_cgroup.acquire(name, config["memory_bytes"], config["max_processes"])
+            group = cgroup.acquire(name, config["memory_bytes"], config["max_processes"])
         with lease_uid(config["drop_uid"]) as uid:
             if uid is not None:
                 os.chown(workdir, uid, uid)
@@ -466,7 +412,7 @@ def _run(
     except OSError as exc:  # cannot create the directory, lease a uid, make pipes, spawn
         return _failed(f"{type(exc).__name__}: {exc}", start)
     finally:
-        sandbox_cgroup.release(group)
+        cgroup.release(group)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -498,8 +444,8 @@ def _spawn_and_collect(
     }
     fds = (records_write, *_given(reports_write), *config["link_fds"])
     try:
-        if sandbox_zygote.enabled():
-            proc = sandbox_zygote.spawn(site_packages, fds, workdir, env, config["reports"])
+        if zygote.enabled():
+            proc = zygote.spawn(site_packages, fds, workdir, env, config["reports"])
             config["parent_pid"] = proc.server_pid  # the supervisor's parent
             payload = marshal.dumps(config)  # the server has the boot code already
         else:

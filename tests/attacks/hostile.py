@@ -19,7 +19,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .sandbox import (
+from rewards.sandbox import (
     SandboxResult,
     isolation_available,
     max_concurrency_default,
@@ -239,7 +239,7 @@ def _case_kill_parent(timeout_s: float) -> tuple[str, bool]:
 
 
 def _reward_case(completions: list[str], tests: list[str], timeout_s: float) -> tuple[str, bool]:
-    from .code import grade_code
+    from rewards.code import grade_code
 
     grades = grade_code(completions, [tests] * len(completions), timeout_s=timeout_s)
     rewards = [g.reward for g in grades]

@@ -5,7 +5,7 @@
 ``expected``, ``observed``, ``contained`` (``True``/``False``; ``None`` when the layer that would
 contain it does not exist on this machine and the sandbox does not claim it) and ``wall_s``.
 Degraded modes are forced (``namespaces=False``, ``drop_uid=False``), so that they are tested on a
-machine that has every layer. :mod:`rewards.sandbox_hostile` holds the older, generic cases.
+machine that has every layer. :mod:`tests.attacks.hostile` holds the older, generic cases.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .sandbox import max_concurrency_default, run_program
-from .sandbox_isolation import WORKDIR_PREFIX, sweep_stale
+from rewards.sandbox import max_concurrency_default, run_program
+from rewards.sandbox.isolation import WORKDIR_PREFIX, sweep_stale
 
 DEGRADED = {
     "no-namespaces": {"namespaces": False},
     "no-namespaces-no-uid": {"namespaces": False, "drop_uid": False},
 }
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def run_redteam_suite(timeout_s: float = 2.0) -> list[dict]:
@@ -100,7 +100,7 @@ def _degraded(case, mode: str):
 
 
 def _rewards(completions: list[str], tests: list[str], setup: str | None = None) -> list:
-    from .code import grade_code
+    from rewards.code import grade_code
 
     grades = grade_code(
         completions, [tests] * len(completions), setup, timeout_s=5.0, max_concurrency=1
@@ -304,7 +304,7 @@ def _case_hidden_files(timeout_s: float):
 
 
 def _case_quadratic_extraction(timeout_s: float):
-    from .code import code_format_score, extract_code, grade_code
+    from rewards.code import code_format_score, extract_code, grade_code
 
     texts = ["`" * 2**20, "```python" + "`" * 2**20, "```\n" + "``" * 2**19, "``` " * 2**18]
     start = time.perf_counter()
@@ -684,7 +684,7 @@ _HUMANEVAL_LIKE = (
 
 
 def _case_probe_and_replay(timeout_s: float):
-    from .code import grade_code
+    from rewards.code import grade_code
 
     prefix, setup = _HUMANEVAL_LIKE
     (grade,) = grade_code(
@@ -730,7 +730,7 @@ def _case_servant_named_modules(timeout_s: float):
     # The servant says names the tests use are modules: the judge imported what the servant
     # named (``this`` prints on import; ``unittest.__main__`` ran unittest.main() and ended the
     # judge with no report). Now only a standard module of the tests' own name is imported.
-    from .code import grade_code
+    from rewards.code import grade_code
 
     code = (
         "import types\n"
@@ -788,7 +788,7 @@ _REPORT_FLOOD = (
 
 
 def _case_report_channel_flood(timeout_s: float):
-    from .code import grade_code
+    from rewards.code import grade_code
 
     completions = [f"```python\n{_REPORT_FLOOD}\n```"] * 4
     start = time.process_time()

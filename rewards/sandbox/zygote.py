@@ -3,7 +3,7 @@ sandbox's supervisor, instead of a fresh ``python`` per program.
 
 Starting an interpreter, importing ``ctypes``, ``json`` and ``select`` and running the boot code
 cost about 20 ms of CPU per sandbox, two sandboxes per graded completion: most of what grading an
-MBPP solution costs. The fork server (:func:`rewards.sandbox_isolation._zygote_main`) pays that
+MBPP solution costs. The fork server (``programs/forkserver.py``) pays that
 once; each request forks a child that becomes exactly what ``subprocess.Popen`` used to start
 (its own session, stdio on fresh pipes, its working directory and scrubbed environment) and boots
 the same way, so every isolation layer is applied per program as before, in the child.
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 
-from .sandbox_isolation import ZYGOTE_STUB, zygote_code
+from .sources import ZYGOTE_STUB, zygote_code
 
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
