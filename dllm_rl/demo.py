@@ -176,9 +176,9 @@ def heldout_rollout(policy: Any, records: Sequence[dict[str, Any]], batch_size: 
         The :class:`~dllm_rl.rollout.worker.RolloutBatch`; ``rewards.total`` ``[N]`` is 1 where
         the sum is right.
     """
+    from dllm_rl.rewards.registry import resolve_rewards
     from dllm_rl.rollout.worker import RolloutWorker
     from dllm_rl.run.build import generator
-    from rewards.registry import resolve_rewards
 
     worker = RolloutWorker(policy, resolve_rewards(["exact_answer"]), batch_size)
     return worker.rollout(records, 1, greedy_sampler(), lambda chunk: generator(chunk))

@@ -109,7 +109,7 @@ def check(recipe: EvalRecipe) -> list[str]:
         ValueError, FileNotFoundError, UnknownTaskError, UnknownRewardError: with the fix.
     """
     from dllm_rl.data.registry import describe_source
-    from rewards.registry import resolve_rewards
+    from dllm_rl.rewards.registry import resolve_rewards
 
     source = resolve_model(recipe.model)
     d = recipe.data
@@ -181,9 +181,9 @@ def evaluate(
         loaded: ``(model, source)`` from :func:`load_eval_model`, to evaluate several sampler
             settings with one load (``scripts/eval_matrix.py``); None loads ``recipe.model``.
     """
+    from dllm_rl.rewards.registry import resolve_rewards
     from dllm_rl.rollout.worker import RolloutWorker
     from dllm_rl.run.build import derive_seed, generator, make_accelerator
-    from rewards.registry import resolve_rewards
 
     t0 = time.perf_counter()
     accelerator = make_accelerator(recipe.device)

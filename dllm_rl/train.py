@@ -126,10 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.run.print_config:
         print(to_yaml(config), end="")
         return 0
+    from dllm_rl.rewards.registry import RewardContractError
     from dllm_rl.run.engine import close_processes
     from dllm_rl.run.errors import StartError
     from dllm_rl.trainers.common import RunStopped, check_launch
-    from rewards.registry import RewardContractError
 
     try:
         check_launch()  # an untested engine (e.g. ZeRO-1, FSDP1): refused before anything loads

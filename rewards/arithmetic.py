@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from rewards.extract import completion_text, last_number, tag_content
+from dllm_rl.rewards.extract import completion_text, last_number, tag_content
 
 _PLAIN_NUMBER = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?")
 MAX_EXPONENT_CHARS = 64

@@ -181,7 +181,7 @@ def build_program(
     entry_point: str | None = None,
 ) -> str:
     """The servant program: runs the candidate's code, then answers the judge's requests (it
-    calls :func:`rewards.sandbox.sources.servant_source`, the preamble it runs behind)."""
+    calls :func:`dllm_rl.rewards.sandbox.sources.servant_source`, the preamble it runs behind)."""
     data = {
         "code": assemble_candidate(code, code_prefix, entry_point),
         "imports": setup_imports(test_setup or ""),
@@ -240,7 +240,7 @@ def build_judge(
 ) -> str:
     """The judge program: runs the trusted ``code_prefix`` (when it is a complete program),
     ``test_setup`` and ``tests`` against proxies of the candidate's names, and reports (behind
-    :func:`rewards.sandbox.sources.judge_source`)."""
+    :func:`dllm_rl.rewards.sandbox.sources.judge_source`)."""
     data = {
         "prefix": code_prefix if code_prefix and _parses(code_prefix) else "",
         "setup": test_setup or "",

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from rewards.extract import completion_text, last_boxed
+from dllm_rl.rewards.extract import completion_text, last_boxed
 
 _OPEN_REASONING, _CLOSE_REASONING = "<reasoning>", "</reasoning>"
 _OPEN_ANSWER, _CLOSE_ANSWER = "<answer>", "</answer>"

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from rewards.extract import completion_text, last_boxed, tag_content
+from dllm_rl.rewards.extract import completion_text, last_boxed, tag_content
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import Any
 
-from rewards.extract import completion_text, tag_content
+from dllm_rl.rewards.extract import completion_text, tag_content
 
 COUNTDOWN_CORRECT = 1.0
 COUNTDOWN_WRONG = 0.1  # an expression was given, but wrong or invalid: it earns format credit

@@ -34,16 +34,16 @@ coroutine returning that list)."""
 ENTRY_POINT_GROUP = "dllm_rl.rewards"
 
 BUILTIN_REWARDS: dict[str, str] = {
-    "math": "rewards.math:math_reward",
-    "exact_answer": "rewards.arithmetic:exact_answer_reward",
-    "digit_credit": "rewards.arithmetic:digit_credit_reward",
-    "reasoning_format": "rewards.format:reasoning_format_reward",
-    "soft_reasoning_format": "rewards.format:soft_reasoning_format_reward",
-    "boxed_format": "rewards.format:boxed_format_reward",
-    "countdown": "rewards.planning:countdown_reward",
-    "sudoku": "rewards.planning:sudoku_reward",
-    "code": "rewards.code:code_reward",
-    "code_format": "rewards.code:code_format_reward",
+    "math": "dllm_rl.rewards.math:math_reward",
+    "exact_answer": "dllm_rl.rewards.arithmetic:exact_answer_reward",
+    "digit_credit": "dllm_rl.rewards.arithmetic:digit_credit_reward",
+    "reasoning_format": "dllm_rl.rewards.format:reasoning_format_reward",
+    "soft_reasoning_format": "dllm_rl.rewards.format:soft_reasoning_format_reward",
+    "boxed_format": "dllm_rl.rewards.format:boxed_format_reward",
+    "countdown": "dllm_rl.rewards.planning:countdown_reward",
+    "sudoku": "dllm_rl.rewards.planning:sudoku_reward",
+    "code": "dllm_rl.rewards.code:code_reward",
+    "code_format": "dllm_rl.rewards.code:code_format_reward",
 }
 """Built-in reward names -> ``"module:function"``, imported only when asked for."""
 

@@ -23,7 +23,7 @@ HONEST = "```python\ndef f(x):\n    return x + 1\n```"
 # Runs inside the checkout being measured (its own grader).
 MEASURE = """
 import json, sys, time
-from rewards.code import grade_code
+from dllm_rl.rewards.code import grade_code
 job = json.load(sys.stdin)
 tests = [["assert f(1) == 2"]] * job["n"]
 grade_code([job["honest"]], tests[:1])  # warm-up: sandbox probes, caches

@@ -39,7 +39,7 @@ def seconds(reward, text: str, columns: dict) -> float:
 
 
 def main() -> int:
-    from rewards.registry import get_reward
+    from dllm_rl.rewards.registry import get_reward
 
     cases = {
         "reasoning_format": (strict_near_miss, {}),

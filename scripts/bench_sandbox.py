@@ -46,7 +46,7 @@ def _commit() -> str:
 
 
 def bench_empty(n: int, workers: int) -> dict:
-    from rewards.sandbox import run_programs
+    from dllm_rl.rewards.sandbox import run_programs
 
     run_programs([""], max_concurrency=1)  # warm-up: probes, caches
     start = time.perf_counter()
@@ -63,7 +63,7 @@ def bench_empty(n: int, workers: int) -> dict:
 
 def bench_mbpp(data: Path | None, limit: int, workers: int) -> dict:
     from dllm_rl.data import load_task
-    from rewards.code import make_code_reward
+    from dllm_rl.rewards.code import make_code_reward
 
     kwargs = {"source": data} if data is not None else {}
     rows = load_task("mbpp", "test", limit=limit, **kwargs).to_dict()

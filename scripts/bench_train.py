@@ -61,6 +61,7 @@ from bench_rollout import build_model as build_llada  # noqa: E402
 
 from dllm_rl.devices import pick_device  # noqa: E402
 from dllm_rl.models.adapter import DiffusionLM  # noqa: E402
+from dllm_rl.rewards.registry import RewardBatch  # noqa: E402
 from dllm_rl.rollout.config import SamplerConfig  # noqa: E402
 from dllm_rl.rollout.worker import RolloutBatch, first_stop_lengths, generate_chunks  # noqa: E402
 from dllm_rl.run.build import apply_lora, build_optimizer, make_reference  # noqa: E402
@@ -69,7 +70,6 @@ from dllm_rl.run.rundir import RunDir  # noqa: E402
 from dllm_rl.trainers.common import Session  # noqa: E402
 from dllm_rl.trainers.grpo import GRPOTrainer  # noqa: E402
 from dllm_rl.trainers.grpo_config import GRPOConfig  # noqa: E402
-from rewards.registry import RewardBatch  # noqa: E402
 
 # Tiny shapes: wide enough that the saved activations of one training forward (8 completions x
 # (32 + 256) positions x 2 layers) are ~100 MB, far above the weights (~0.5 M parameters), and

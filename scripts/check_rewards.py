@@ -111,19 +111,19 @@ def make_reward(
 ) -> Callable[..., list[float | None]]:
     """The reward function for ``kind`` (the same functions training uses)."""
     if kind == "math":
-        from rewards.math import MathGrader
+        from dllm_rl.rewards.math import MathGrader
 
         return MathGrader(num_workers=workers).reward
     if kind == "countdown":
-        from rewards.planning import countdown_reward
+        from dllm_rl.rewards.planning import countdown_reward
 
         return countdown_reward
     if kind == "sudoku":
-        from rewards.planning import sudoku_reward
+        from dllm_rl.rewards.planning import sudoku_reward
 
         return sudoku_reward
     if kind == "code":
-        from rewards.code import make_code_reward
+        from dllm_rl.rewards.code import make_code_reward
 
         # code_reward itself, with the concurrency and time limit asked for
         return make_code_reward(max_concurrency=workers, timeout_s=code_timeout_s)
@@ -152,7 +152,7 @@ def failure_reason(
 ) -> str:
     """A short, human-readable reason why a gold completion did not score 1.0."""
     if check.reward == "math":
-        from rewards.math import extract_answer
+        from dllm_rl.rewards.math import extract_answer
 
         if score is None:
             return f"gold {row['answer']!r} could not be parsed"
@@ -162,7 +162,7 @@ def failure_reason(
         return f"expression {answer!r} for {row['numbers']} -> {row['target']}"
     if check.reward == "sudoku":
         return f"puzzle {row['puzzle']} solution {row['solution']}"
-    from rewards.code import grade_code
+    from dllm_rl.rewards.code import grade_code
 
     (result,) = grade_code(
         [completion],
@@ -262,7 +262,7 @@ def run_check(name: str, check: Check, args: argparse.Namespace) -> dict[str, An
 def isolation_report() -> dict[str, list[str]]:
     """The isolation layers a sandboxed program gets here, by default and in each forced
     degraded mode (what a host without namespaces, or a non-root caller, would get)."""
-    from rewards.sandbox import run_program
+    from dllm_rl.rewards.sandbox import run_program
     from tests.attacks.redteam import DEGRADED
 
     modes = {"default": {}, **DEGRADED}
@@ -279,7 +279,7 @@ def run_sandbox_suite() -> dict[str, Any]:
     """The code sandbox's isolation layers, its hostile-program suite and the red-team suite of
     the code grader (issue 10); ``all_contained`` counts a case the machine has no layer for
     (``contained`` is ``None``) as not failed, and lists it under ``not_applicable``."""
-    from rewards.sandbox import network_isolation_available
+    from dllm_rl.rewards.sandbox import network_isolation_available
     from tests.attacks.hostile import run_hostile_suite
     from tests.attacks.redteam import run_redteam_suite
 

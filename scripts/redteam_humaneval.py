@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a file: make the checkout importable
 GRADE = """
 import json, sys
 from dllm_rl.data import load_task
-from rewards.code import grade_code
+from dllm_rl.rewards.code import grade_code
 job = json.load(sys.stdin)
 rows = load_task("humaneval", "test", source=job["data"]).to_dict()
 n = len(rows["tests"])

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 def test_check_rewards_script(shared_data, tmp_path):
     names = ["gsm8k", "countdown", "countdown_generated", "sudoku"]
-    if importlib.util.find_spec("rewards.code") is not None:
+    if importlib.util.find_spec("dllm_rl.rewards.code") is not None:
         names.append("mbpp")
     out = tmp_path / "check.json"
     command = [

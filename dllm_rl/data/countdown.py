@@ -3,7 +3,7 @@
 A generator of puzzles with a reference solution (the original training set,
 ``Jiayi-Pan/Countdown-Tasks-3to4``, is hub-only), a small brute-force solver for puzzles without
 one (d1's test file), and the row function for every layout (d1 file, hub, generated). Answers
-are graded by ``rewards.planning.evaluate_countdown``.
+are graded by ``dllm_rl.rewards.planning.evaluate_countdown``.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def math_row(row: dict[str, Any], *, template: str, chat: bool) -> dict[str, Any
     Raises:
         ValueError: a solution without a ``\\boxed{}`` answer.
     """
-    from rewards.extract import last_boxed
+    from dllm_rl.rewards.extract import last_boxed
 
     answer = row.get("answer") or last_boxed(row["solution"])
     if answer is None:

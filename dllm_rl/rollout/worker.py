@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from dllm_rl.models.adapter import DiffusionLM
+from dllm_rl.rewards.registry import RewardBatch, RewardSpec, compute_rewards
 from dllm_rl.rollout.config import SamplerConfig
 from dllm_rl.rollout.sampler import generate, left_pad_prompts, prompt_token_ids
 from dllm_rl.rollout.trajectory import Trajectory
-from rewards.registry import RewardBatch, RewardSpec, compute_rewards
 
 
 @dataclass

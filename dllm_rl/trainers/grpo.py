@@ -369,8 +369,8 @@ def check(config: GRPOConfig, world_size: int) -> list[str]:
         ValueError, FileNotFoundError, UnknownTaskError, UnknownRewardError: with the fix.
     """
     from dllm_rl.data.registry import describe_source
+    from dllm_rl.rewards.registry import resolve_rewards
     from dllm_rl.run.build import check_model_source
-    from rewards.registry import resolve_rewards
 
     plan = config.check_batch(world_size)
     specs = resolve_rewards(config.reward_names)
@@ -427,8 +427,8 @@ def build_trainer(
 ) -> GRPOTrainer:
     """Everything a run needs, from the config (``records``: prompts given directly, instead of
     ``config.data``)."""
+    from dllm_rl.rewards.registry import resolve_rewards
     from dllm_rl.trainers.common import start_session
-    from rewards.registry import resolve_rewards
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     plan = config.check_batch(world)

@@ -1,7 +1,7 @@
 """Run untrusted, model-generated Python in a throwaway, locked-down process.
 
 One call to :func:`run_program` starts one fresh interpreter (``python -I -S -B``: isolated mode,
-no site-packages, no bytecode files; forked from a pre-started one, :mod:`rewards.sandbox.zygote`)
+no site-packages, no bytecode files; forked from a pre-started one, :mod:`dllm_rl.rewards.sandbox.zygote`)
 with an environment scrubbed of the parent's variables, stdin on ``/dev/null`` and a fresh
 working directory, and returns a typed :class:`SandboxResult`.
 Layers, each used where the OS allows it (``SandboxResult.isolation`` lists those a run got):
@@ -16,7 +16,7 @@ Layers, each used where the OS allows it (``SandboxResult.isolation`` lists thos
   written only beneath its working directory; no signals or abstract sockets outside its sandbox;
 - **seccomp** (``seccomp-no-unix-sockets``): no ``AF_UNIX`` socket can be created, so no socket
   file can be connected to; no io_uring; other syscall ABIs are killed;
-- **cgroup** (``cgroup-v2:...``/``cgroup-v1:...``, :mod:`rewards.sandbox.cgroup`): ``memory_mb``
+- **cgroup** (``cgroup-v2:...``/``cgroup-v1:...``, :mod:`dllm_rl.rewards.sandbox.cgroup`): ``memory_mb``
   and ``max_processes`` for the whole program, where a cgroup can be created;
 - **running as root**: an unprivileged uid leased for this run only (``uid=N``); where no such uid
   is mapped (a container mapping only root) it keeps uid 0 but loses every capability
@@ -46,13 +46,13 @@ there the untrusted program gets no report channel at all.
 
 The package, by concept:
 
-- :mod:`rewards.sandbox.runner`: the public API and the parent side (spawning, collecting output
+- :mod:`dllm_rl.rewards.sandbox.runner`: the public API and the parent side (spawning, collecting output
   and results), re-exported here;
-- :mod:`rewards.sandbox.isolation`: the uid leasing and the sweep of what a killed trainer left;
-- :mod:`rewards.sandbox.cgroup`: memory and process limits for a whole program;
-- :mod:`rewards.sandbox.zygote`: the fork server's parent side;
+- :mod:`dllm_rl.rewards.sandbox.isolation`: the uid leasing and the sweep of what a killed trainer left;
+- :mod:`dllm_rl.rewards.sandbox.cgroup`: memory and process limits for a whole program;
+- :mod:`dllm_rl.rewards.sandbox.zygote`: the fork server's parent side;
 - ``programs/``: the code that runs inside the sandbox (boot, fork server, the code reward's
-  servant and judge), real Python files read once by :mod:`rewards.sandbox.sources`.
+  servant and judge), real Python files read once by :mod:`dllm_rl.rewards.sandbox.sources`.
 
 The attack suites that check all of it live with the tests (``tests/attacks/``), run by the suite
 and by ``scripts/check_rewards.py``.

@@ -1,6 +1,6 @@
 """The sandbox's public API and parent side: start a program (through the fork server or a fresh
 interpreter), feed it its boot code and configuration, collect its output, records and report
-within their caps, and kill what is left at the deadline. :mod:`rewards.sandbox` describes the
+within their caps, and kill what is left at the deadline. :mod:`dllm_rl.rewards.sandbox` describes the
 isolation layers each run gets.
 """
 

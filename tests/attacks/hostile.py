@@ -2,7 +2,7 @@
 containment from the outside.
 
 :func:`run_hostile_suite` runs every case concurrently and returns one row per case; each
-``_case_*`` function runs its program (through :func:`rewards.sandbox.run_program`, or through
+``_case_*`` function runs its program (through :func:`dllm_rl.rewards.sandbox.run_program`, or through
 the code reward for the reward-hacking cases) and says whether it was contained.
 :func:`pids_of_uid` lists what still runs as a uid (a fork bomb's leftovers).
 """
@@ -19,7 +19,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from rewards.sandbox import (
+from dllm_rl.rewards.sandbox import (
     SandboxResult,
     isolation_available,
     max_concurrency_default,
@@ -239,7 +239,7 @@ def _case_kill_parent(timeout_s: float) -> tuple[str, bool]:
 
 
 def _reward_case(completions: list[str], tests: list[str], timeout_s: float) -> tuple[str, bool]:
-    from rewards.code import grade_code
+    from dllm_rl.rewards.code import grade_code
 
     grades = grade_code(completions, [tests] * len(completions), timeout_s=timeout_s)
     rewards = [g.reward for g in grades]

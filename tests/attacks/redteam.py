@@ -23,8 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from rewards.sandbox import max_concurrency_default, run_program
-from rewards.sandbox.isolation import WORKDIR_PREFIX, sweep_stale
+from dllm_rl.rewards.sandbox import max_concurrency_default, run_program
+from dllm_rl.rewards.sandbox.isolation import WORKDIR_PREFIX, sweep_stale
 
 DEGRADED = {
     "no-namespaces": {"namespaces": False},
@@ -100,7 +100,7 @@ def _degraded(case, mode: str):
 
 
 def _rewards(completions: list[str], tests: list[str], setup: str | None = None) -> list:
-    from rewards.code import grade_code
+    from dllm_rl.rewards.code import grade_code
 
     grades = grade_code(
         completions, [tests] * len(completions), setup, timeout_s=5.0, max_concurrency=1
@@ -304,7 +304,7 @@ def _case_hidden_files(timeout_s: float):
 
 
 def _case_quadratic_extraction(timeout_s: float):
-    from rewards.code import code_format_score, extract_code, grade_code
+    from dllm_rl.rewards.code import code_format_score, extract_code, grade_code
 
     texts = ["`" * 2**20, "```python" + "`" * 2**20, "```\n" + "``" * 2**19, "``` " * 2**18]
     start = time.perf_counter()
@@ -371,8 +371,8 @@ def _case_root_opened_fds(timeout_s: float):
 
 _TRAINER = """
 import sys
-from rewards.math import MathGrader
-from rewards.sandbox import run_programs
+from dllm_rl.rewards.math import MathGrader
+from dllm_rl.rewards.sandbox import run_programs
 grader = MathGrader(num_workers=1)
 grader.grade(['<answer>1</answer>'], ['1'])
 print('ready', flush=True)
@@ -684,7 +684,7 @@ _HUMANEVAL_LIKE = (
 
 
 def _case_probe_and_replay(timeout_s: float):
-    from rewards.code import grade_code
+    from dllm_rl.rewards.code import grade_code
 
     prefix, setup = _HUMANEVAL_LIKE
     (grade,) = grade_code(
@@ -730,7 +730,7 @@ def _case_servant_named_modules(timeout_s: float):
     # The servant says names the tests use are modules: the judge imported what the servant
     # named (``this`` prints on import; ``unittest.__main__`` ran unittest.main() and ended the
     # judge with no report). Now only a standard module of the tests' own name is imported.
-    from rewards.code import grade_code
+    from dllm_rl.rewards.code import grade_code
 
     code = (
         "import types\n"
@@ -788,7 +788,7 @@ _REPORT_FLOOD = (
 
 
 def _case_report_channel_flood(timeout_s: float):
-    from rewards.code import grade_code
+    from dllm_rl.rewards.code import grade_code
 
     completions = [f"```python\n{_REPORT_FLOOD}\n```"] * 4
     start = time.process_time()

@@ -254,7 +254,7 @@ def test_json_array_source(tmp_path):
 
 # ----------------------------------------------------------------------------- one TaskSpec
 def test_every_task_names_rewards_that_resolve():
-    from rewards.registry import resolve_rewards
+    from dllm_rl.rewards.registry import resolve_rewards
 
     for name, spec in TASKS.items():
         assert spec.rewards, name

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dllm_rl.models.load import check_model_name, load_model
-from rewards.registry import RewardSignatureError, resolve_rewards
+from dllm_rl.rewards.registry import RewardSignatureError, resolve_rewards
 
 
 @pytest.mark.parametrize("name", ["some_typo_dir", "/nonexistent", "./runs/x", "a/b/c", "~/nope"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards.code import (
+from dllm_rl.rewards.code import (
     build_program,
     code_format_reward,
     code_reward,
@@ -165,7 +165,7 @@ def test_cheats_score_zero() -> None:
 
 @pytest.mark.parametrize("fork_server", ["1", "0"])
 def test_infrastructure_failure_gives_none(monkeypatch: pytest.MonkeyPatch, fork_server) -> None:
-    from rewards.sandbox import zygote as sandbox_zygote
+    from dllm_rl.rewards.sandbox import zygote as sandbox_zygote
 
     monkeypatch.setenv("DLLM_RL_SANDBOX_FORKSERVER", fork_server)
     monkeypatch.setattr(sandbox_zygote, "_SERVERS", {})  # a fork server starts afresh

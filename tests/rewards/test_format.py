@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from rewards.format import (
+from dllm_rl.rewards.format import (
     boxed_format_reward,
     reasoning_format_reward,
     soft_reasoning_format_reward,

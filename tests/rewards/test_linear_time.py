@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from rewards.registry import get_reward
+from dllm_rl.rewards.registry import get_reward
 
 SMALL, LARGE = 100_000, 1_000_000
 RATIO = 30.0
@@ -76,7 +76,7 @@ def seconds(reward: Callable, text: str, columns: dict) -> float:
 
 
 def test_every_registered_reward_is_checked():
-    from rewards.registry import BUILTIN_REWARDS
+    from dllm_rl.rewards.registry import BUILTIN_REWARDS
 
     assert set(COLUMNS) == set(BUILTIN_REWARDS)
 

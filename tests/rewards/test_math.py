@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-import rewards.math as rmath
-from rewards.extract import last_boxed, last_number, tag_content
-from rewards.math import MathGrader, extract_answer, math_reward
+import dllm_rl.rewards.math as rmath
+from dllm_rl.rewards.extract import last_boxed, last_number, tag_content
+from dllm_rl.rewards.math import MathGrader, extract_answer, math_reward
 
 REASONING = (
     "<reasoning>\nJanet has 16 eggs.\nShe eats 3 and bakes 4.\n16 - 3 - 4 = 9.\n</reasoning>\n"
@@ -267,7 +267,7 @@ def test_grade_fn_must_be_picklable():
 
 
 def test_exact_answer_reward():
-    from rewards.arithmetic import exact_answer_reward
+    from dllm_rl.rewards.arithmetic import exact_answer_reward
 
     completions = [
         "<reasoning>17 + 25 = 42</reasoning><answer>42</answer>",

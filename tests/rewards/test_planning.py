@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rewards.planning import (
+from dllm_rl.rewards.planning import (
     InvalidExpression,
     countdown_reward,
     evaluate_countdown,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rewards.registry import ENTRY_POINT_GROUP, get_reward, resolve_rewards
+from dllm_rl.rewards.registry import ENTRY_POINT_GROUP, get_reward, resolve_rewards
 
 DOC = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "Writing a reward plugin"

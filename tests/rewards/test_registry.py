@@ -10,9 +10,9 @@ import textwrap
 import pytest
 import torch
 
-from rewards import format as rformat
-from rewards import planning
-from rewards.registry import (
+from dllm_rl.rewards import format as rformat
+from dllm_rl.rewards import planning
+from dllm_rl.rewards.registry import (
     BUILTIN_REWARDS,
     RewardSpec,
     UnknownRewardError,
@@ -25,19 +25,19 @@ from rewards.registry import (
 @pytest.mark.parametrize("name", sorted(BUILTIN_REWARDS))
 def test_builtin_names_resolve(name):
     module_name, function = BUILTIN_REWARDS[name].split(":")
-    if module_name == "rewards.code" and importlib.util.find_spec(module_name) is None:
-        pytest.skip("rewards.code is not in this checkout yet")
+    if module_name == "dllm_rl.rewards.code" and importlib.util.find_spec(module_name) is None:
+        pytest.skip("dllm_rl.rewards.code is not in this checkout yet")
     assert get_reward(name) is getattr(importlib.import_module(module_name), function)
 
 
 def test_module_function_names():
-    assert get_reward("rewards.planning:countdown_reward") is planning.countdown_reward
+    assert get_reward("dllm_rl.rewards.planning:countdown_reward") is planning.countdown_reward
     with pytest.raises(ImportError, match="cannot import module 'no_such_module'"):
         get_reward("no_such_module:f")
     with pytest.raises(ImportError, match="has no 'nope'"):
-        get_reward("rewards.planning:nope")
+        get_reward("dllm_rl.rewards.planning:nope")
     with pytest.raises(TypeError, match="not a callable"):
-        get_reward("rewards.registry:BUILTIN_REWARDS")
+        get_reward("dllm_rl.rewards.registry:BUILTIN_REWARDS")
 
 
 def test_unknown_name_names_close_matches_and_the_three_ways():
@@ -83,14 +83,14 @@ def test_resolve_specs():
         [
             "countdown",
             {"name": "reasoning_format", "weight": 0.5},
-            {"name": "rewards.format:boxed_format_reward", "weight": 2},
+            {"name": "dllm_rl.rewards.format:boxed_format_reward", "weight": 2},
             custom,
         ]
     )
     assert specs == [
         RewardSpec("countdown", planning.countdown_reward, 1.0),
         RewardSpec("reasoning_format", rformat.reasoning_format_reward, 0.5),
-        RewardSpec("rewards.format:boxed_format_reward", rformat.boxed_format_reward, 2.0),
+        RewardSpec("dllm_rl.rewards.format:boxed_format_reward", rformat.boxed_format_reward, 2.0),
         RewardSpec("custom", custom, 1.0),
     ]
     assert resolve_rewards("sudoku")[0].fn is planning.sudoku_reward

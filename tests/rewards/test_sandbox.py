@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rewards import sandbox
-from rewards.sandbox import (
+from dllm_rl.rewards import sandbox
+from dllm_rl.rewards.sandbox import (
     SandboxResult,
     max_wall_s,
     network_isolation_available,
@@ -98,7 +98,7 @@ def test_killed_by_signal() -> None:
 def test_infrastructure_failure_is_an_error_not_a_result(
     monkeypatch: pytest.MonkeyPatch, fork_server: str
 ) -> None:
-    from rewards.sandbox import zygote as sandbox_zygote
+    from dllm_rl.rewards.sandbox import zygote as sandbox_zygote
 
     monkeypatch.setenv("DLLM_RL_SANDBOX_FORKSERVER", fork_server)
     monkeypatch.setattr(sandbox_zygote, "_SERVERS", {})  # a fork server starts afresh
@@ -108,7 +108,7 @@ def test_infrastructure_failure_is_an_error_not_a_result(
 
 
 def test_a_dead_fork_server_is_replaced() -> None:
-    from rewards.sandbox import zygote as sandbox_zygote
+    from dllm_rl.rewards.sandbox import zygote as sandbox_zygote
 
     if not sandbox_zygote.enabled():
         pytest.skip("no fork server here")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards.sandbox import sources
+from dllm_rl.rewards.sandbox import sources
 
 PROGRAMS = Path(sources.__file__).with_name("programs")
 
@@ -60,8 +60,8 @@ def test_the_programs_are_read_once():
 
 
 def test_the_attack_suites_are_not_part_of_the_library():
-    for old in ("rewards.sandbox_redteam", "rewards.sandbox_hostile", "rewards.sandbox.redteam"):
-        assert importlib.util.find_spec(old) is None, old
+    for old in ("sandbox_redteam", "sandbox_hostile", "sandbox.redteam", "sandbox.hostile"):
+        assert importlib.util.find_spec(f"dllm_rl.rewards.{old}") is None, old
     from tests.attacks import hostile, redteam
 
     assert callable(hostile.run_hostile_suite) and callable(redteam.run_redteam_suite)

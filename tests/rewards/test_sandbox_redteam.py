@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from rewards.code import code_format_score, extract_code, fenced_blocks, grade_code
-from rewards.sandbox import run_program
-from rewards.sandbox.isolation import WORKDIR_PREFIX, sweep_stale
+from dllm_rl.rewards.code import code_format_score, extract_code, fenced_blocks, grade_code
+from dllm_rl.rewards.sandbox import run_program
+from dllm_rl.rewards.sandbox.isolation import WORKDIR_PREFIX, sweep_stale
 from tests.attacks.redteam import run_redteam_suite
 
 pytestmark = [

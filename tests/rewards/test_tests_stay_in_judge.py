@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from rewards.code import assemble_candidate, build_judge, build_program
-from rewards.sandbox import run_linked
-from rewards.sandbox.sources import judge_source, servant_source
+from dllm_rl.rewards.code import assemble_candidate, build_judge, build_program
+from dllm_rl.rewards.sandbox import run_linked
+from dllm_rl.rewards.sandbox.sources import judge_source, servant_source
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rewards.extract import completion_text
+from dllm_rl.rewards.extract import completion_text
 
 
 def digit_fraction(prompts, completions, completion_ids=None, **columns):

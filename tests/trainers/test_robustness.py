@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from dllm_rl import train
+from dllm_rl.rewards.registry import compute_rewards, resolve_rewards
 from dllm_rl.run.metrics import read_metrics
 from dllm_rl.trainers import common
-from rewards.registry import compute_rewards, resolve_rewards
 from tests.trainers.test_resume import RECIPES, crash_after_logging, recipes
 
 ROOT = Path(__file__).resolve().parents[2]

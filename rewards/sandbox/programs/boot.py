@@ -7,7 +7,7 @@
 # subreaper with a wall-clock timeout). rewards/sandbox/__init__.py describes the layers.
 #
 # Standard library only, imported inside each function. Not a module of the package: the parent
-# reads this file once (rewards.sandbox.sources), appends `_boot_main()`, compiles it and sends the
+# reads this file once (dllm_rl.rewards.sandbox.sources), appends `_boot_main()`, compiles it and sends the
 # code with the run's configuration on stdin (marshal), before stdin is swapped for /dev/null.
 
 

@@ -1,5 +1,5 @@
 # The fork server's program (the parent side is rewards/sandbox/zygote.py). It runs after boot.py
-# in one namespace, followed by `_zygote_main()`: rewards.sandbox.sources joins them. Standard
+# in one namespace, followed by `_zygote_main()`: dllm_rl.rewards.sandbox.sources joins them. Standard
 # library only, imported inside each function.
 
 

@@ -1,10 +1,10 @@
 # The judge: runs the dataset's trusted test code in a sandbox of its own, after link.py; the
-# caller appends `_judge_main(data)` (rewards.code.build_judge). Standard library only.
+# caller appends `_judge_main(data)` (dllm_rl.rewards.code.build_judge). Standard library only.
 #
 # Tests judged outside the candidate's interpreter: a servant, a judge, and the channel between.
 #
 # The code reward runs two sandboxed programs per completion, joined by two pipes only
-# (`rewards.sandbox.run_linked`):
+# (`dllm_rl.rewards.sandbox.run_linked`):
 #
 # - the **servant** runs the candidate's code in its own interpreter (behind the setup's imports,
 #   and nothing else of the tests: no expected value ever enters its process), then serves

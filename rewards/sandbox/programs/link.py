@@ -1,6 +1,6 @@
 # The channel between the code reward's two sandboxed programs: framed JSON over two pipes, with a
 # deadline, and the safe value codec (see judge.py). Prepended to servant.py and to judge.py by
-# rewards.sandbox.sources. Standard library only, imported inside each function.
+# dllm_rl.rewards.sandbox.sources. Standard library only, imported inside each function.
 
 
 class _LinkClosed(Exception):
