@@ -15,6 +15,11 @@ the rows by index, so no prompt is dropped or counted twice when the set does no
 Writes ``OUTPUT_DIR/results.json`` (accuracy, per-reward means, sampler settings, throughput) and
 ``OUTPUT_DIR/samples.jsonl`` (one row per completion, with the unmask order; the trajectory viewer
 reads it: ``python -m dllm_rl.viz.viewer OUTPUT_DIR/samples.jsonl``).
+
+This module is the run and the command; the evaluation's other parts each have their module:
+the schema and reading it from the command line (:mod:`dllm_rl.eval_config`), the dry run
+(:mod:`dllm_rl.eval_check`), the rows, counters and ``results.json`` (:mod:`dllm_rl.eval_results`),
+and where the model comes from (:func:`dllm_rl.run.build.resolve_model`, shared with training).
 """
 
 from __future__ import annotations
@@ -31,61 +36,21 @@ if __package__ in (None, ""):  # run as a file: find the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dllm_rl.config import ModelConfig  # noqa: E402
-from dllm_rl.eval_config import EvalDataConfig, EvalRecipe
+from dllm_rl.eval_check import check, load_records  # noqa: E402
+from dllm_rl.eval_config import EvalDataConfig, EvalRecipe, resolve  # noqa: E402
 from dllm_rl.eval_results import (  # noqa: E402
     EvalResults,
     ShardStats,
     Timing,
-    nfe,
     sample_rows,
     summarize,
     write_outputs,
 )
 from dllm_rl.progress import progress_bar, quiet_library_bars  # noqa: E402
-from dllm_rl.rollout.config import SamplerConfig  # noqa: E402
 from dllm_rl.run.build import ModelSource, resolve_model  # noqa: E402
-from dllm_rl.run.cli import (  # noqa: E402
-    ConfigError,
-    build_config,
-    help_text,
-    load_recipe,
-    merge,
-    parse_overrides,
-    recipe_names,
-    to_yaml,
-)
+from dllm_rl.run.cli import ConfigError, help_text, recipe_names, to_yaml  # noqa: E402
 
 logger = logging.getLogger("dllm_rl.eval")
-
-
-# ----------------------------------------------------------------------------- config
-def resolve(argv: Sequence[str]) -> tuple[str, EvalRecipe | None, bool]:
-    """Recipe + overrides -> ``(recipe name, validated EvalRecipe, --help asked)``.
-
-    The function recipe tests call to validate an eval recipe:
-    ``resolve(["recipe=recipes/eval_d1_gsm8k.yaml"])``.
-
-    Raises:
-        ConfigError: unknown keys (with close matches), wrong types, a training recipe.
-    """
-    recipe, overrides, want_help = parse_overrides(argv)
-    overrides = {**overrides.pop("run", {}), **overrides}  # output_dir, seed, dry_run: top level
-    if recipe is None:
-        if want_help:
-            return "", None, True
-        names = [n for n in recipe_names() if n.startswith("eval_")]
-        raise ConfigError(f"no recipe given: pass recipe=NAME ({', '.join(names)}) or a YAML path")
-    name, data = load_recipe(recipe)
-    if "algorithm" in data:
-        raise ConfigError(
-            f"recipe {name!r} is a training recipe (algorithm: {data['algorithm']}): run it with "
-            "python -m dllm_rl.train; evaluate its run with "
-            "python -m dllm_rl.eval recipe=eval_tiny model.name_or_path=<run directory>"
-        )
-    data = merge(data, overrides)
-    if want_help:
-        return name, None, True
-    return name, build_config(EvalRecipe, data), False
 
 
 # ----------------------------------------------------------------------------- the model
@@ -99,67 +64,6 @@ def load_eval_model(config: ModelConfig, device: Any) -> tuple[Any, ModelSource]
     policy = load_policy(plain, device)
     policy.model.eval()
     return policy, source
-
-
-# ----------------------------------------------------------------------------- dry run
-def check(recipe: EvalRecipe) -> list[str]:
-    """Everything checkable without weights or network: model path, data, rewards, sampler.
-
-    Raises:
-        ValueError, FileNotFoundError, UnknownTaskError, UnknownRewardError: with the fix.
-    """
-    from dllm_rl.data.registry import describe_source
-    from dllm_rl.rewards.registry import resolve_rewards
-
-    source = resolve_model(recipe.model)
-    d = recipe.data
-    where = describe_source(
-        d.task, d.split, d.source, recipe.seed, lambda: len(load_records(recipe))
-    )
-    specs = resolve_rewards(recipe.reward_names)
-    names = [s.name for s in specs]
-    if recipe.accuracy_reward is not None and recipe.accuracy_reward not in names:
-        raise ValueError(
-            f"accuracy_reward={recipe.accuracy_reward!r} is not among the rewards {names}"
-        )
-    sampler = recipe.sampler
-    limit = "" if d.limit is None else f", first {d.limit}"
-    return [
-        f"model: {source.describe}",
-        f"data: {where}{limit}",
-        f"rewards: {', '.join(f'{s.name} x {s.weight:g}' for s in specs)} "
-        f"(accuracy: {recipe.accuracy_reward or names[0]})",
-        f"sampler: {describe_sampler(sampler)}",
-    ]
-
-
-def describe_sampler(s: SamplerConfig) -> str:
-    plan = s.plan
-    eos = []
-    if s.eos_rejection.enabled:
-        e = s.eos_rejection
-        eos.append(f"EOS rejection {e.gamma_schedule} {e.gamma_min:g}->{e.gamma_max:g}")
-    eos += [k for k in ("logits_eos_inf", "confidence_eos_eot_inf") if getattr(s, k)]
-    return (
-        f"{s.schedule}, L={s.gen_length}, S={plan.num_steps}, T={s.temperature:g}, "
-        f"{s.remasking}, NFE={nfe(s)}" + (f", {', '.join(eos)}" if eos else "")
-    )
-
-
-def load_records(recipe: EvalRecipe) -> list[dict[str, Any]]:
-    """The evaluation's records (:func:`dllm_rl.data.registry.load_records`)."""
-    from dllm_rl.data.registry import load_records as load
-
-    d = recipe.data
-    return load(
-        d.task,
-        d.split,
-        source=d.source,
-        template=d.template,
-        limit=d.limit,
-        seed=recipe.seed,
-        options=d.options,
-    )
 
 
 def _gather(accelerator: Any, items: list[Any]) -> list[Any]:

@@ -1,13 +1,22 @@
 """The evaluation's schema (``python -m dllm_rl.eval``): the model, the prompts, the sampler (the
-training rollout's own schema) and the graders."""
+training rollout's own schema) and the graders; :func:`resolve` reads one from the command line."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dllm_rl.config import ModelConfig
 from dllm_rl.rollout.config import SamplerConfig
+from dllm_rl.run.cli import (
+    ConfigError,
+    build_config,
+    load_recipe,
+    merge,
+    parse_overrides,
+    recipe_names,
+)
 from dllm_rl.settings import setting as _help
 
 
@@ -87,3 +96,32 @@ class EvalRecipe:
         from dllm_rl.data.registry import get_task
 
         return list(self.rewards) if self.rewards else list(get_task(self.data.task).rewards)
+
+
+def resolve(argv: Sequence[str]) -> tuple[str, EvalRecipe | None, bool]:
+    """Recipe + overrides -> ``(recipe name, validated EvalRecipe, --help asked)``.
+
+    The function recipe tests call to validate an eval recipe:
+    ``resolve(["recipe=recipes/eval_d1_gsm8k.yaml"])``.
+
+    Raises:
+        ConfigError: unknown keys (with close matches), wrong types, a training recipe.
+    """
+    recipe, overrides, want_help = parse_overrides(argv)
+    overrides = {**overrides.pop("run", {}), **overrides}  # output_dir, seed, dry_run: top level
+    if recipe is None:
+        if want_help:
+            return "", None, True
+        names = [n for n in recipe_names() if n.startswith("eval_")]
+        raise ConfigError(f"no recipe given: pass recipe=NAME ({', '.join(names)}) or a YAML path")
+    name, data = load_recipe(recipe)
+    if "algorithm" in data:
+        raise ConfigError(
+            f"recipe {name!r} is a training recipe (algorithm: {data['algorithm']}): run it with "
+            "python -m dllm_rl.train; evaluate its run with "
+            "python -m dllm_rl.eval recipe=eval_tiny model.name_or_path=<run directory>"
+        )
+    data = merge(data, overrides)
+    if want_help:
+        return name, None, True
+    return name, build_config(EvalRecipe, data), False

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dllm_rl import eval as ev
+from dllm_rl.eval_results import nfe
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "eval_matrix.py"
 
@@ -27,7 +28,7 @@ def test_default_settings_are_valid(recipe):
     nfes = {}
     for name, extra in m.default_settings(base.sampler.gen_length).items():
         _, r, _ = ev.resolve(m.combine([f"recipe={recipe}"], extra))
-        nfes[name] = ev.nfe(r.sampler)
+        nfes[name] = nfe(r.sampler)
     if recipe != "eval_tiny":  # L = 256: d1 128 forwards, ascending floor(log2 256) = 8
         assert nfes["d1 (block 32, L/2 steps)"] == 128 and nfes["ascending"] == 8
 
