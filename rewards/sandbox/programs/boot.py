@@ -31,11 +31,15 @@ def _boot_main() -> None:
     send = _boot_channel(records_fd, config["token"])
     try:
         namespaces = _boot_unshare() if config["namespaces"] else []
+        # The program's proof that this supervisor lives: its write end, held here until death.
+        alive_read, alive_write = os.pipe()
         pid = os.fork()
     except Exception as exc:
         send("error", f"sandbox setup failed: {type(exc).__name__}: {exc}")
         os._exit(70)
     if pid == 0:
+        os.close(alive_write)
+        config["alive_fd"] = alive_read  # closed with the rest before the program runs
         try:
             facts = _boot_enter(config, namespaces)
         except BaseException as exc:
@@ -51,6 +55,7 @@ def _boot_main() -> None:
         del send
         report = None if report_fd is None else _boot_channel(report_fd, config["token"])
         _boot_run(config["source"], report, config)
+    os.close(alive_read)
     for fd in config["link_fds"]:  # the program's alone: its peer must see it end
         os.close(fd)
     _boot_supervise(pid, config["timeout_s"], send, "pid" in namespaces)
@@ -117,10 +122,10 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
     import ctypes
     import os
     import resource
-    import signal
 
-    os.setsid()
     libc = ctypes.CDLL(None, use_errno=True)
+    _boot_die_with_parent(libc, config["alive_fd"])  # fork cleared the supervisor's own
+    os.setsid()
     facts = list(namespaces)
     # Opened now, while /sys is in view; joined after the mounts (cheaper: less to charge) and
     # before anything forks.
@@ -159,18 +164,37 @@ def _boot_enter(config: dict, namespaces: list[str]) -> list[str]:
     elif os.geteuid() == 0:  # root of a user namespace (ours, or a container's): no uid to drop to
         _boot_drop_capabilities(libc)
         facts.append("no-capabilities")
-    pr_set_pdeathsig, pr_set_dumpable, pr_set_no_new_privs = 1, 4, 38
+    pr_set_dumpable, pr_set_no_new_privs = 4, 38
     if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     # Not dumpable: no process of the same uid may ptrace it or read its memory (the judge of the
     # code grader, where both run as one uid).
     libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
-    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)  # the uid drop cleared it
+    _boot_die_with_parent(libc, config["alive_fd"])  # the uid drop cleared it
     if config["landlock"]:
         facts += _boot_landlock(libc, workdir)
     if config["seccomp"]:
         facts += _boot_seccomp(libc)
     return facts
+
+
+def _boot_die_with_parent(libc, alive_fd: int) -> None:
+    """Arm the parent-death signal (SIGKILL when the supervisor dies), then exit if the supervisor
+    already died before it was armed: a fork and a uid change clear the signal, so a supervisor
+    killed while the program boots (its mounts take a while) would leave the program running.
+    The supervisor holds the pipe's write end until it dies and never writes, so the pipe reads
+    as end-of-file exactly when it is gone (``getppid`` cannot tell: in a pid namespace it is 0)."""
+    import os
+    import signal
+
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    os.set_blocking(alive_fd, False)
+    try:
+        gone = os.read(alive_fd, 1) == b""
+    except BlockingIOError:  # nothing to read, and a writer still holds the pipe
+        gone = False
+    if gone:
+        os._exit(70)
 
 
 def _boot_landlock(libc, workdir: str) -> list[str]:
