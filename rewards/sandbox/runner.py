@@ -104,7 +104,7 @@ def run_program(
     drop_uid: bool | None = None,
     seccomp: bool | None = None,
 ) -> SandboxResult:
-    """Run ``source`` as ``__main__`` in a fresh sandboxed interpreter (see the module docstring).
+    """Run ``source`` as ``__main__`` in a fresh sandboxed interpreter (its layers: :mod:`dllm_rl.rewards.sandbox`).
 
     Waits while :func:`max_concurrency_default` programs already run in this process.
 
