@@ -31,6 +31,16 @@ def _source_packages() -> set[str]:
     return found
 
 
+def _python_stdout(code: str, cwd: Path, pythonpath: str | None = None) -> str:
+    """Run ``python -c code`` in a fresh interpreter; its stdout, stripped (fails on exit != 0)."""
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath is not None else None
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
@@ -115,26 +125,14 @@ def test_the_old_name_rewards_is_the_same_package_with_a_deprecation_warning():
         "assert all(w.filename == '<string>' for w in caught), [w.filename for w in caught]\n"
         "print('ok')\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    assert _python_stdout(code, REPO) == "ok"
 
 
 def test_another_projects_rewards_package_keeps_its_name(tmp_path):
     (tmp_path / "rewards").mkdir()
     (tmp_path / "rewards" / "__init__.py").write_text("OWNER = 'someone else'\n")
     code = "import dllm_rl, rewards; print(rewards.OWNER)"
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}"}
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert run.returncode == 0 and run.stdout.strip() == "someone else", run.stderr[-2000:]
+    assert _python_stdout(code, tmp_path, f"{tmp_path}:{REPO}") == "someone else"
 
 
 def test_the_installed_wheel_imports_the_rewards_and_runs_the_sandbox(wheel, tmp_path):
@@ -156,13 +154,4 @@ def test_the_installed_wheel_imports_the_rewards_and_runs_the_sandbox(wheel, tmp
         "                        [['assert f(1) == 2', 'assert f(1) == 3']])[0]\n"
         "print(grade.reward)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert run.returncode == 0 and run.stdout.strip() == "0.5", run.stderr[-2000:]
+    assert _python_stdout(code, tmp_path, str(site)) == "0.5"

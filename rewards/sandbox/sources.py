@@ -18,18 +18,21 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-BOOT_STUB = (
-    "import marshal, sys\n"
-    "code, config = marshal.loads(sys.stdin.buffer.read())\n"
-    "exec(code, {'__name__': '__sandbox_boot__', '__sandbox_config__': config})\n"
-)
-"""The ``-c`` program of a sandbox: it runs the boot code and configuration sent on stdin."""
 
-ZYGOTE_STUB = (
-    "import marshal, sys\n"
-    "code, config = marshal.loads(sys.stdin.buffer.read())\n"
-    "exec(code, {'__name__': '__sandbox_zygote__', '__sandbox_config__': config})\n"
-)
+def _stub(name: str) -> str:
+    """A ``python -c`` program that runs the code and configuration sent on stdin (marshal) as
+    ``name``."""
+    return (
+        "import marshal, sys\n"
+        "code, config = marshal.loads(sys.stdin.buffer.read())\n"
+        f"exec(code, {{'__name__': '{name}', '__sandbox_config__': config}})\n"
+    )
+
+
+BOOT_STUB = _stub("__sandbox_boot__")
+"""The ``-c`` program of a sandbox: it runs :func:`boot_code` with its configuration."""
+
+ZYGOTE_STUB = _stub("__sandbox_zygote__")
 """The ``-c`` program of the fork server: it runs :func:`zygote_code` with its configuration."""
 
 
